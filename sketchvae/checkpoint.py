@@ -1,0 +1,128 @@
+"""One checkpoint format for every model in the package.
+
+A checkpoint is a plain dict saved with `torch.save` and loaded with
+`torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts only,
+so loading a file never executes code from it.
+
+Keys:
+    format_version  int, CHECKPOINT_VERSION
+    kind            str, a key of MODEL_KINDS ("sketch_rnn", "image_vae", ...)
+    config          dict, the model's config dataclass as a dict (dataclasses.asdict)
+    model           state_dict
+    class_names     list[str] (may be empty)
+    scale_factor    float (1.0 where it means nothing)
+    extra           dict, anything else the producer wants to keep (metrics, data set)
+    train_state     dict, optional: optimizer, scheduler, step, rng, ... for resuming
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sketchvae.runtime import atomic_write
+
+CHECKPOINT_VERSION = 1
+
+REQUIRED_KEYS = ("format_version", "kind", "config", "model")
+
+# kind -> (config class, model factory(config) -> nn.Module); filled by model modules via
+# `register_model_kind`, imported lazily by `_ensure_kinds_loaded`.
+MODEL_KINDS: dict[str, tuple[type, Callable[[Any], torch.nn.Module]]] = {}
+_KIND_MODULES = {
+    "sketch_rnn": "sketchvae.models.sketch_rnn",
+    "image_vae": "sketchvae.image.models",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt, foreign or of an unknown version."""
+
+
+def register_model_kind(kind: str, config_cls: type, factory: Callable[[Any], torch.nn.Module]) -> None:
+    MODEL_KINDS[kind] = (config_cls, factory)
+
+
+def _ensure_kind_loaded(kind: str) -> None:
+    if kind not in MODEL_KINDS and kind in _KIND_MODULES:
+        import importlib
+
+        importlib.import_module(_KIND_MODULES[kind])
+
+
+def save_checkpoint(path, *, kind: str, config, model: torch.nn.Module | dict, class_names=(),
+                    scale_factor: float = 1.0, extra: dict | None = None,
+                    train_state: dict | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    payload = {
+        "format_version": CHECKPOINT_VERSION,
+        "kind": kind,
+        "config": cfg,
+        "model": {k: v.detach().cpu() for k, v in state.items()},
+        "class_names": list(class_names),
+        "scale_factor": float(scale_factor),
+        "extra": dict(extra or {}),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load and validate a checkpoint; raise CheckpointError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (try {path}/best.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError, AttributeError, TypeError, KeyError, IndexError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable sketchvae checkpoint (truncated, corrupt, or not a torch file "
+            f"saved with plain tensors): {msg}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not a sketchvae checkpoint (needs keys {list(REQUIRED_KEYS)}, has {have})")
+    if ckpt["format_version"] != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt['format_version']!r} is not supported "
+                              f"(this sketchvae reads version {CHECKPOINT_VERSION})")
+    ckpt.setdefault("class_names", [])
+    ckpt.setdefault("scale_factor", 1.0)
+    ckpt.setdefault("extra", {})
+    return ckpt
+
+
+def build_model(ckpt: dict, path="checkpoint") -> torch.nn.Module:
+    """Rebuild the model a loaded checkpoint describes and load its weights (eval mode)."""
+    kind = ckpt["kind"]
+    _ensure_kind_loaded(kind)
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known kinds: {sorted(_KIND_MODULES)}")
+    config_cls, factory = MODEL_KINDS[kind]
+    try:
+        config = config_from_dict(config_cls, ckpt["config"])
+        model = factory(config)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: weights or config do not fit a {kind} model: {err}") from None
+    model.eval()
+    return model
+
+
+def config_from_dict(config_cls: type, data: dict):
+    """Build a config dataclass from a dict, naming unknown fields instead of a TypeError."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {config_cls.__name__} fields {unknown}; known: {sorted(names)}")
+    return config_cls(**data)

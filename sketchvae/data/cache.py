@@ -1,0 +1,450 @@
+"""HDF5 stroke cache: one file per prepared data set, memory-mapped on reading.
+
+Layout (``format_version`` 1)::
+
+    /                 attrs: format_version=1, class_names (JSON list), scale_factor (std of all
+                      train dx and dy), source_checksums (JSON dict name -> sha256),
+                      preprocessing (JSON dict), created_by
+    /train /valid /test
+        points   int16 (N, 3)   stroke-3 rows of every sketch, concatenated
+        offsets  int64 (S + 1,) sketch i is points[offsets[i]:offsets[i + 1]]
+        labels   int32 (S,)     index into class_names
+
+Every dataset is contiguous, uncompressed and little-endian, so :func:`open_cache` maps it with
+``np.memmap`` at ``ds.id.get_offset()`` and closes the HDF5 handle: reopening is a few header
+reads however big the file is, nothing is copied, and a :class:`StrokeCache` is safe to hand to
+forked or spawned DataLoader workers (it pickles as its path). Files with chunked, filtered or
+big-endian datasets (written by other tools) are read into memory instead.
+
+Writing: :class:`CacheWriter` appends sketches split by split as flat arrays, spooling them to
+raw temporary files beside the output (sequential writes, bounded memory, a single pass over
+the sources), then ``finish`` creates the contiguous datasets at their exact final sizes, copies
+the spools in blocks and renames the file into place (atomic). Contiguous HDF5 datasets
+cannot grow, and chunked ones cannot be memory-mapped; a spool costs one extra sequential copy
+but avoids parsing every source twice (count pass + write pass), which for raw ndjson (RDP per
+stroke) is far more expensive than copying int16 rows. :func:`write_cache` wraps it for data
+already in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from sketchvae.data.formats import SPLITS, DataError
+
+FORMAT_VERSION = 1
+_JSON_ATTRS = ("class_names", "source_checksums", "preprocessing")
+_COPY_ROWS = 1 << 22  # rows per block when copying spools into the HDF5 file (~24 MB of points)
+_DTYPES = {"points": np.dtype("<i2"), "offsets": np.dtype("<i8"), "labels": np.dtype("<i4")}
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+class _Spool:
+    """An append-only raw file of fixed-width rows."""
+
+    def __init__(self, directory: Path, tag: str, dtype: np.dtype, width: int = 0):
+        fd, name = tempfile.mkstemp(prefix=f".{tag}.", suffix=".spool", dir=directory)
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "wb")
+        self.dtype, self.width, self.rows = np.dtype(dtype), width, 0
+
+    def write(self, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr, dtype=self.dtype)
+        self.file.write(arr.tobytes())
+        self.rows += len(arr)
+
+    def array(self) -> np.ndarray:
+        """The rows written so far, memory-mapped read-only."""
+        self.file.flush()
+        shape = (self.rows, self.width) if self.width else (self.rows,)
+        if self.rows == 0:
+            return np.zeros(shape, dtype=self.dtype)
+        return np.memmap(self.path, mode="r", dtype=self.dtype, shape=shape)
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class CacheWriter:
+    """Build a cache incrementally: ``append`` flat arrays per split, then ``finish``.
+
+    Memory use is bounded by what one ``append`` call passes in. The train offsets' sums are
+    accumulated exactly (int64 -> Python int) for the scale factor. Use as a context manager
+    (or call ``close``) so the spool files are removed on errors.
+    """
+
+    def __init__(self, path: str | os.PathLike, splits: Sequence[str] = SPLITS):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.splits = tuple(splits)
+        self._spools: dict[str, dict[str, _Spool]] = {}
+        tag = self.path.name
+        try:
+            for s in self.splits:
+                self._spools[s] = {
+                    "points": _Spool(self.path.parent, f"{tag}.{s}.points", _DTYPES["points"], 3),
+                    "lengths": _Spool(self.path.parent, f"{tag}.{s}.lengths", np.dtype("<i8")),
+                    "labels": _Spool(self.path.parent, f"{tag}.{s}.labels", _DTYPES["labels"]),
+                }
+        except BaseException:
+            self.close()
+            raise
+        self._n, self._sum, self._sumsq = 0, 0, 0  # train dx, dy: count, sum, sum of squares
+        self._max_label = -1
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def append(self, split: str, points: np.ndarray, lengths: np.ndarray, labels) -> None:
+        """Add sketches: ``points`` int16 (N, 3) concatenated, ``lengths`` (S,), ``labels`` (S,) or one int."""
+        if split not in self._spools:
+            raise ValueError(f"unknown split {split!r}; choose from {list(self.splits)}")
+        points = np.asarray(points)
+        lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"points must have shape (N, 3), got {points.shape}")
+        if points.dtype != np.int16:
+            raise ValueError(f"points must be int16 stroke-3 (validate first), got {points.dtype}")
+        if (lengths < 0).any() or int(lengths.sum()) != len(points):
+            raise ValueError(f"lengths sum to {int(lengths.sum())} but there are {len(points)} points")
+        labels = np.broadcast_to(np.asarray(labels, dtype=np.int64), lengths.shape)
+        if len(labels) and labels.min() < 0:
+            raise ValueError(f"negative label {int(labels.min())}")
+        sp = self._spools[split]
+        sp["points"].write(points)
+        sp["lengths"].write(lengths)
+        sp["labels"].write(labels)
+        if len(labels):
+            self._max_label = max(self._max_label, int(labels.max()))
+        if split == "train" and len(points):
+            xy = points[:, 0:2].astype(np.int64)
+            self._n += xy.size
+            self._sum += int(xy.sum())
+            self._sumsq += int(np.einsum("ij,ij->", xy, xy))
+
+    def add(self, split: str, s3: np.ndarray, label: int) -> None:
+        """Add one sketch (already int16 stroke-3)."""
+        s3 = np.asarray(s3)
+        self.append(split, s3, np.array([len(s3)]), label)
+
+    def count(self, split: str) -> tuple[int, int]:
+        """(sketches, points) appended to a split so far."""
+        sp = self._spools[split]
+        return sp["lengths"].rows, sp["points"].rows
+
+    def train_scale_factor(self) -> float:
+        """Population std of all train dx and dy appended so far (Sketch-RNN's normalising scale)."""
+        if self._n == 0:
+            raise ValueError("no training sketches: cannot compute the scale factor (std of train offsets)")
+        var = (self._sumsq * self._n - self._sum * self._sum) / (self._n * self._n)  # exact ints
+        std = math.sqrt(max(var, 0.0))
+        if not std > 0:
+            raise ValueError("degenerate training data: every train offset is equal, scale factor would be 0")
+        return std
+
+    def finish(self, class_names: Sequence[str], attrs: Mapping | None = None) -> Path:
+        """Write the HDF5 file (atomically) and remove the spools. Returns the path.
+
+        ``attrs`` may set ``scale_factor`` (else the train std; 1.0 when there is no train
+        data), ``source_checksums``, ``preprocessing``, ``created_by`` and any extra keys
+        (dicts and lists are stored as JSON).
+        """
+        import h5py
+
+        from sketchvae import __version__
+        from sketchvae.runtime import atomic_write
+
+        class_names = [str(c) for c in class_names]
+        if self._max_label >= len(class_names):
+            raise ValueError(f"label {self._max_label} has no class name ({len(class_names)} class names given)")
+        attrs = dict(attrs or {})
+        if "scale_factor" not in attrs:
+            attrs["scale_factor"] = self.train_scale_factor() if self._n else 1.0
+        root = {
+            "format_version": FORMAT_VERSION,
+            "class_names": class_names,
+            "source_checksums": {},
+            "preprocessing": {},
+            "created_by": f"sketchvae {__version__}",
+        }
+        root.update(attrs)
+
+        def write(tmp):
+            with h5py.File(tmp, "w") as f:
+                for key, value in root.items():
+                    f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+                for split, sp in self._spools.items():
+                    self._write_split(f.create_group(split), sp)
+
+        try:
+            return atomic_write(self.path, write)
+        finally:
+            self.close()
+
+    @staticmethod
+    def _write_split(group, sp: dict[str, _Spool]) -> None:
+        n_points, n_sketches = sp["points"].rows, sp["lengths"].rows
+        pts = group.create_dataset("points", shape=(n_points, 3), dtype=_DTYPES["points"])
+        offs = group.create_dataset("offsets", shape=(n_sketches + 1,), dtype=_DTYPES["offsets"])
+        labs = group.create_dataset("labels", shape=(n_sketches,), dtype=_DTYPES["labels"])
+        src = sp["points"].array()
+        for a in range(0, n_points, _COPY_ROWS):
+            pts[a:a + _COPY_ROWS] = src[a:a + _COPY_ROWS]
+        lengths, labels = sp["lengths"].array(), sp["labels"].array()
+        offs[0:1] = np.zeros(1, np.int64)
+        total = 0
+        for a in range(0, n_sketches, _COPY_ROWS):
+            block = np.cumsum(lengths[a:a + _COPY_ROWS], dtype=np.int64) + total
+            offs[a + 1:a + 1 + len(block)] = block
+            total = int(block[-1])
+            labs[a:a + _COPY_ROWS] = labels[a:a + _COPY_ROWS]
+        del src, lengths, labels  # release the spool mappings before the spools are removed
+
+    def close(self) -> None:
+        """Remove the spool files (after ``finish``, or to abandon the cache)."""
+        for sp in self._spools.values():
+            for spool in sp.values():
+                spool.remove()
+
+
+def write_cache(path: str | os.PathLike, splits: Mapping, class_names: Sequence[str],
+                attrs: Mapping | None = None) -> Path:
+    """Write a cache from data in memory (atomically).
+
+    splits: name -> a list of ``(s3, label)`` pairs, or a dict with ``points`` (N, 3),
+    ``offsets`` (S + 1,) and ``labels`` (S,) (the file's own layout). Splits not given are
+    written empty. Sketches must already be valid int16-range stroke-3 (see
+    ``sketchvae.data.formats.validate_stroke3``). See :meth:`CacheWriter.finish` for attrs.
+    """
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)}; choose from {list(SPLITS)}")
+    with CacheWriter(path) as w:
+        for name, data in splits.items():
+            if isinstance(data, Mapping):
+                offsets = np.asarray(data["offsets"], dtype=np.int64)
+                w.append(name, _as_int16(data["points"], name), np.diff(offsets), data["labels"])
+            else:
+                for i, (s3, label) in enumerate(data):
+                    w.add(name, _as_int16(s3, f"{name}[{i}]"), int(label))
+        return w.finish(class_names, attrs)
+
+
+def _as_int16(arr, place: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{place}: expected stroke-3 of shape (n, 3), got {arr.shape}")
+    if arr.dtype == np.int16:
+        return arr
+    if arr.size and (not np.isfinite(arr).all() or (arr != np.round(arr)).any()
+                     or np.abs(arr).max() > np.iinfo(np.int16).max):
+        raise ValueError(f"{place}: values must be whole numbers within int16 to be cached")
+    return arr.astype(np.int16)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def _mappable(ds, dtype: np.dtype) -> int | None:
+    """File offset of a dataset's data if it can be memory-mapped as `dtype`, else None."""
+    if ds.chunks is not None or ds.compression is not None or ds.dtype != dtype:
+        return None
+    if ds.id.get_create_plist().get_nfilters() or ds.external:
+        return None
+    return ds.id.get_offset()
+
+
+def _load(ds, path: Path, dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """(array, memory_mapped): a read-only memmap when possible, else the data read into memory."""
+    shape = ds.shape
+    if ds.size == 0:
+        return np.zeros(shape, dtype=dtype), True
+    offset = _mappable(ds, dtype)
+    if offset is None:
+        arr = np.asarray(ds[()]).astype(dtype, copy=False)
+        arr.flags.writeable = False
+        return arr, False
+    return np.memmap(path, mode="r", dtype=dtype, offset=offset, shape=shape), True
+
+
+class SplitView:
+    """One split of a cache: ``len``, ``view[i]`` -> int16 (n, 3), ``lengths``, ``labels``.
+
+    ``points`` (int16 (N, 3)), ``offsets`` (int64 (S + 1,)) and ``labels`` (int32 (S,)) are
+    read-only memory maps (or in-memory arrays for non-contiguous files); nothing builds a
+    Python list of arrays. ``view[i]`` is a read-only view, copy it to modify.
+    """
+
+    def __init__(self, path: Path, name: str, points: np.ndarray, offsets: np.ndarray, labels: np.ndarray):
+        self.path, self.name = path, name
+        self.points, self.offsets, self.labels = points, offsets, labels
+        self._lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i) -> np.ndarray:
+        n = len(self.labels)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sketch index {i} out of range for split {self.name!r} of {n} sketches")
+        return np.asarray(self.points[self.offsets[i]:self.offsets[i + 1]])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Points per sketch, int64 (S,)."""
+        if self._lengths is None:
+            self._lengths = np.diff(np.asarray(self.offsets)).astype(np.int64, copy=False)
+        return self._lengths
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """Sketches per class label, int64 (num_classes,)."""
+        return np.bincount(np.asarray(self.labels), minlength=num_classes).astype(np.int64)
+
+    def __reduce__(self):
+        return (_reopen_split, (str(self.path), self.name))
+
+    def __repr__(self) -> str:
+        return f"SplitView({self.name!r}, sketches={len(self)}, points={len(self.points)})"
+
+
+def _reopen_split(path: str, name: str) -> SplitView:
+    return open_cache(path).split(name)
+
+
+class StrokeCache:
+    """A prepared cache opened for reading (see :func:`open_cache`).
+
+    ``class_names`` (list of str), ``scale_factor`` (float), ``attrs`` (root attributes, JSON
+    ones decoded), ``splits`` (names present), ``split(name)`` -> :class:`SplitView`,
+    ``memory_mapped`` (every dataset is mapped, nothing was read into memory). Pickles as its
+    path (workers reopen the file instead of copying the data).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: cache not found (create it with `sketchvae prepare`)")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataError(f"not a readable HDF5 file ({err})", file=self.path, reason="bad file") from None
+        with f:
+            self.attrs = {k: _decode_attr(k, v) for k, v in f.attrs.items()}
+            version = self.attrs.get("format_version")
+            if version != FORMAT_VERSION:
+                raise DataError(f"unsupported cache format_version {version!r}; this sketchvae reads "
+                                f"{FORMAT_VERSION} (re-run `sketchvae prepare`)", file=self.path, reason="bad file")
+            for key in ("class_names", "scale_factor"):
+                if key not in self.attrs:
+                    raise DataError(f"missing attribute {key!r}", file=self.path, reason="bad file")
+            self.class_names = [str(c) for c in self.attrs["class_names"]]
+            self.scale_factor = float(self.attrs["scale_factor"])
+            self._views: dict[str, SplitView] = {}
+            self.memory_mapped = True
+            for name in [s for s in SPLITS if s in f] + sorted(k for k in f if k not in SPLITS):
+                g = f[name]
+                missing = [d for d in _DTYPES if d not in g]
+                if missing:
+                    raise DataError(f"missing dataset(s) {missing}", file=self.path, place=name, reason="bad file")
+                arrays = {}
+                for d, dtype in _DTYPES.items():
+                    arrays[d], mapped = _load(g[d], self.path, dtype)
+                    self.memory_mapped &= mapped
+                self._views[name] = self._check(name, SplitView(self.path, name, **arrays))
+        self.splits = tuple(self._views)
+
+    def _check(self, name: str, view: SplitView) -> SplitView:
+        p, o, lab = view.points, view.offsets, view.labels
+        problem = None
+        if p.ndim != 2 or p.shape[1] != 3:
+            problem = f"points has shape {p.shape}, expected (N, 3)"
+        elif o.ndim != 1 or len(o) != len(lab) + 1:
+            problem = f"offsets has shape {o.shape} for {len(lab)} labels, expected ({len(lab) + 1},)"
+        elif o[0] != 0 or o[-1] != len(p):
+            problem = f"offsets run from {int(o[0])} to {int(o[-1])}, expected 0 to {len(p)}"
+        if problem:
+            raise DataError(problem, file=self.path, place=name, reason="bad file")
+        return view
+
+    def check(self) -> None:
+        """Full consistency scan (offsets non-decreasing, labels in range); raises DataError."""
+        for name, v in self._views.items():
+            if len(v) and (np.diff(np.asarray(v.offsets)) < 0).any():
+                raise DataError("offsets decrease", file=self.path, place=name, reason="bad file")
+            if len(v) and (v.labels.min() < 0 or v.labels.max() >= len(self.class_names)):
+                raise DataError(f"labels outside 0..{len(self.class_names) - 1}", file=self.path, place=name,
+                                reason="bad file")
+
+    def split(self, name: str) -> SplitView:
+        if name not in self._views:
+            raise ValueError(f"{self.path}: no split {name!r}; it has {list(self.splits)}")
+        return self._views[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._views
+
+    def close(self) -> None:
+        """Drop the memory maps (they also go when the object is garbage collected)."""
+        self._views.clear()
+
+    def __enter__(self) -> "StrokeCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __reduce__(self):
+        return (open_cache, (str(self.path),))
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s}={len(v)}" for s, v in self._views.items())
+        return f"StrokeCache({str(self.path)!r}, classes={len(self.class_names)}, {counts})"
+
+
+def _decode_attr(key: str, value):
+    if isinstance(value, bytes):
+        value = value.decode("utf8")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and (key in _JSON_ATTRS or value.startswith(("[", "{"))):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            if key in _JSON_ATTRS:
+                raise DataError(f"attribute {key!r} is not valid JSON", reason="bad file") from None
+    return value
+
+
+def open_cache(path: str | os.PathLike) -> StrokeCache:
+    """Open a prepared HDF5 cache for reading (memory-mapped; see :class:`StrokeCache`)."""
+    return StrokeCache(path)
+
+
+__all__ = ["FORMAT_VERSION", "CacheWriter", "write_cache", "StrokeCache", "SplitView", "open_cache"]

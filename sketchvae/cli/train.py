@@ -1,0 +1,256 @@
+"""`sketchvae train` and `sketchvae evaluate`: thin wrappers over `sketchvae.train`.
+
+Every training option maps one-to-one onto a field of `TrainConfig` (training) or
+`SketchRNNConfig` (model; `num_classes` comes from the data).  Heavy imports happen inside the
+commands so `sketchvae --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from click.core import ParameterSource
+
+from sketchvae.cli import main
+
+# (option name, TrainConfig field, type, help).  Defaults are read from the dataclass at runtime so
+# that the help text and the library never disagree.
+_TRAIN_OPTIONS = [
+    ("--steps", "steps", int, "Optimiser steps to train for, counted from 0 (also when resuming)."),
+    ("--batch-size", "batch_size", int, "Sketches per step and process (global batch = this x processes)."),
+    ("--lr", "lr", float, "Adam learning rate at step 0."),
+    ("--lr-decay", "lr_decay", float, "Learning-rate decay per step: lr_t = (lr - min_lr) decay^t + min_lr."),
+    ("--min-lr", "min_lr", float, "Learning-rate floor."),
+    ("--kl-weight", "kl_weight", float, "w_KL, the final KL weight (magenta's published models: 0.5; 1.0 = ELBO)."),
+    ("--kl-eta-min", "kl_eta_min", float, "KL weight at step 0 as a fraction of w_KL (eta_min, eq. 11)."),
+    ("--kl-decay-rate", "kl_decay_rate", float, "KL annealing rate R per step (eq. 11)."),
+    ("--kl-tolerance", "kl_tolerance", float, "KL_min: floor of L_KL per z dimension (no gradient below it)."),
+    ("--grad-clip", "grad_clip", float, "Gradient clipping threshold (0 = off)."),
+    ("--clip-mode", "clip_mode", click.Choice(["value", "norm"]),
+     "Clip each gradient element (value, the reference) or the global 2-norm (norm)."),
+    ("--augment-scale", "augment_scale", float, "Random per-axis scale in [1-r, 1+r] (0 = off)."),
+    ("--augment-drop", "augment_drop", float, "Probability of dropping an interior stroke point (0 = off)."),
+    ("--eval-every", "eval_every", int, "Validate and save last.pt / best.pt every N steps."),
+    ("--save-every", "save_every", int, "Also save last.pt every N steps (0 = at validation steps only)."),
+    ("--log-every", "log_every", int, "Write a train line to metrics.jsonl every N steps."),
+    ("--eval-batches", "eval_batches", int, "Validate on at most N batches (0 = the whole split)."),
+    ("--test-at-end/--no-test-at-end", "test_at_end", bool, "Evaluate best.pt on the test split at the end."),
+    ("--seed", "seed", int, "Seed for weights, data order, augmentation, noise and dropout."),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N (bf16 autocast on CUDA)."),
+    ("--max-nonfinite", "max_nonfinite", int, "Stop after N non-finite losses/gradients in a row."),
+    ("--num-workers", "num_workers", int, "DataLoader worker processes for batching (0 = none)."),
+    ("--threads", "num_threads", int, "torch CPU threads (0 = torch's default)."),
+]
+
+_MODEL_OPTIONS = [
+    ("--mode", "mode", click.Choice(["vae", "decoder", "class_vae"]),
+     "vae (conditional VAE) | decoder (unconditional) | class_vae (class-conditional; classes from the data)."),
+    ("--enc-rnn-size", "enc_rnn_size", int, "Encoder LSTM units per direction."),
+    ("--dec-rnn-size", "dec_rnn_size", int, "Decoder LSTM units."),
+    ("--z-size", "z_size", int, "Latent size N_z."),
+    ("--num-mixture", "num_mixture", int, "Gaussian mixture components M."),
+    ("--max-seq-len", "max_seq_len", int, "N_max: longest sketch trained on (longer ones are left out)."),
+    ("--cell", "cell", click.Choice(["lstm", "layer_norm"]), "lstm (nn.LSTM, fastest) | layer_norm (LN-LSTM)."),
+    ("--recurrent-dropout", "recurrent_dropout", float, "Probability of dropping (layer_norm cell only)."),
+    ("--input-dropout", "input_dropout", float, "Decoder input dropout probability."),
+    ("--output-dropout", "output_dropout", float, "Decoder output dropout probability."),
+    ("--class-embed-size", "class_embed_size", int, "Class embedding size (class_vae)."),
+]
+
+
+# The dataclass defaults, written out so `--help` does not import torch; tests/test_train.py checks
+# that they equal the dataclasses' defaults.
+SHOWN_DEFAULTS = {
+    "steps": 20000, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.9999, "min_lr": 1e-5, "kl_weight": 0.5,
+    "kl_eta_min": 0.01, "kl_decay_rate": 0.99995, "kl_tolerance": 0.2, "grad_clip": 1.0, "clip_mode": "value",
+    "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "log_every": 50,
+    "eval_batches": 0, "test_at_end": True, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
+    "num_threads": 0,
+    "mode": "vae", "enc_rnn_size": 256, "dec_rnn_size": 512, "z_size": 128, "num_mixture": 20, "max_seq_len": 250,
+    "cell": "lstm", "recurrent_dropout": 0.0, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
+}
+
+
+def _add_options(func):
+    # The option defaults stay None so we can tell which options the user gave (on --resume only
+    # those override the saved ones); the dataclasses decide the real defaults, shown in the help.
+    for spec, field, typ, help_text in reversed(_MODEL_OPTIONS + _TRAIN_OPTIONS):
+        shown = SHOWN_DEFAULTS[field]
+        if typ is bool:
+            shown = spec.split("/")[0 if shown else 1]
+        kwargs = {"default": None, "help": f"{help_text}  [default: {shown}]"}
+        if typ is not bool:
+            kwargs["type"] = typ
+            if not isinstance(typ, click.Choice):
+                kwargs["metavar"] = typ.__name__.upper()
+        func = click.option(spec, field, **kwargs)(func)
+    return func
+
+
+def _fail(err: BaseException):
+    raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.argument("data", nargs=-1)
+@click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.pt, best.pt, metrics.jsonl (and data.h5 when DATA needs preparing).")
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from last.pt (same trajectory); "
+              "options given now override the saved ones where allowed (e.g. --steps to train longer).")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@_add_options
+def train(data, run_dir, resume, progress, **options):
+    """Train Sketch-RNN on DATA and write the run folder -o RUN_DIR.
+
+    DATA: a prepared HDF5 cache (sketchvae prepare), or .npz / .ndjson files, folders of them or
+    Quick, Draw! class names (prepared into RUN_DIR/data.h5).  With --resume, DATA may be left
+    out (the run's data is used).
+
+    \b
+    Examples:
+      sketchvae train ../shared/data/sketchrnn_datasets/aaron_sheep.npz -o runs/sheep
+      sketchvae train cat.npz pig.npz --mode class_vae -o runs/catpig --steps 50000
+      sketchvae train -o runs/sheep --resume --steps 40000
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from sketchvae.checkpoint import CheckpointError, load_checkpoint
+    from sketchvae.models.sketch_rnn import SketchRNNConfig
+    from sketchvae.train import (LAST_CKPT, RESUMABLE_OVERRIDES, TrainConfig, TrainingDiverged, fit,
+                                 prepare_data, saved_train_config)
+
+    ctx = click.get_current_context()
+    given = {k for k, v in options.items()
+             if v is not None and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(SketchRNNConfig)}
+    run = Path(run_dir)
+    try:
+        if resume:
+            saved = saved_train_config(run)
+            bad = sorted(k for k in given if k in model_fields or (k in train_fields and k not in RESUMABLE_OVERRIDES))
+            if bad:
+                raise click.UsageError(f"--resume continues the saved run exactly; these options cannot change: "
+                                       f"{', '.join('--' + b.replace('_', '-') for b in bad)} "
+                                       f"(allowed: {', '.join('--' + o.replace('_', '-') for o in RESUMABLE_OVERRIDES)})")
+            tcfg = dataclasses.replace(saved, **{k: options[k] for k in given if k in train_fields})
+            mcfg = None
+            if not data:
+                prepared = run / "data.h5"
+                if not prepared.exists():
+                    prepared = Path(load_checkpoint(run / LAST_CKPT)["extra"].get("data", ""))
+                data = (str(prepared),)
+        else:
+            if not data:
+                raise click.UsageError("DATA is required (a prepared .h5 cache, .npz / .ndjson files or class names)")
+            tcfg = TrainConfig(**{k: options[k] for k in given if k in train_fields})
+            mcfg = {k: options[k] for k in given if k in model_fields}  # num_classes comes from the data
+            SketchRNNConfig(**{**mcfg, "num_classes": 1})  # validate now, before preparing any data
+            if (run / LAST_CKPT).exists():
+                raise click.UsageError(f"{run} already holds a run; use --resume to continue it or choose another -o")
+        cache_path = prepare_data(list(data), run)
+        callback = _ProgressCallback(progress)
+        try:
+            result = fit(mcfg, tcfg, cache_path, run, resume=resume, callback=callback)
+        finally:
+            callback.close()
+    except TrainingDiverged as err:
+        _fail(err)
+    except (ValueError, CheckpointError, FileNotFoundError) as err:
+        _fail(err)
+    if result.best_valid:
+        bv = result.best_valid
+        click.echo(f"best valid (step {bv['step']}): loss {bv['loss']:.4f}  recon {bv['recon']:.4f}  kl {bv['kl']:.4f}")
+    if result.test:
+        t = result.test
+        click.echo(f"test (best.pt): loss {t['loss']:.4f}  recon {t['recon']:.4f}  kl {t['kl']:.4f}")
+    if result.nonfinite_skipped:
+        click.echo(f"skipped {result.nonfinite_skipped} steps with a non-finite loss or gradient")
+    click.echo(f"run folder: {result.run_dir} ({result.step} steps, {result.elapsed_s:.0f} s)")
+
+
+class _ProgressCallback:
+    """Turns `fit` events into a tqdm bar (rank 0 only) and one line per validation."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.rank = 0
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "start":
+            self.rank = info["rank"]
+            if self.rank != 0:
+                return
+            what = "resuming at step {start_step}".format(**info) if info["resumed"] else "training"
+            world = f" x {info['world_size']} processes" if info["world_size"] > 1 else ""
+            click.echo(f"device: {info['device']}{world}; {what}; {info['num_params']:,} parameters; "
+                       f"{info['train_sketches']:,} training sketches"
+                       + (f" ({info['dropped_too_long']} longer than max_seq_len left out)"
+                          if info["dropped_too_long"] else ""), err=True)
+            if self.enabled:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step", desc="train",
+                                file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+        elif self.rank != 0:
+            return
+        elif event == "step" and self.bar is not None:
+            self.bar.update(1)
+            if info["step"] % 10 == 0 and info["finite"]:
+                self.bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
+        elif event == "metrics" and info["split"] == "valid":
+            msg = (f"step {info['step']}: valid loss {info['loss']:.4f}  recon {info['recon']:.4f}  "
+                   f"kl {info['kl']:.4f}")
+            if self.bar is not None:
+                self.bar.write(msg, file=sys.stderr)
+            else:
+                click.echo(msg, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@click.argument("data", nargs=-1, required=True)
+@click.option("--split", default="test", show_default=True, help="Split of the data to evaluate: train, valid or test.")
+@click.option("--batch-size", default=100, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the z noise (same seed, same numbers).")
+@click.option("--max-batches", default=0, show_default=True, type=int, help="Stop after N batches (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(checkpoint, data, split, batch_size, device, seed, max_batches, as_json):
+    """Evaluate CHECKPOINT (a .pt file or a run folder: its best.pt) on a split of DATA.
+
+    DATA: a prepared .h5 cache, or .npz / .ndjson files / class names (prepared into a
+    temporary folder).  Prints loss, recon (L_R) and kl (L_KL) as training's validation does.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from sketchvae.checkpoint import CheckpointError
+    from sketchvae.train import BEST_CKPT, evaluate_checkpoint, prepare_data
+
+    ckpt = Path(checkpoint)
+    if ckpt.is_dir() and (ckpt / BEST_CKPT).exists():
+        ckpt = ckpt / BEST_CKPT
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = prepare_data(list(data), tmp)
+            metrics = evaluate_checkpoint(ckpt, cache, split, batch_size=batch_size, device=device, seed=seed,
+                                          max_batches=max_batches)
+    except (ValueError, CheckpointError, FileNotFoundError) as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    click.echo(f"{metrics['checkpoint']} on {split} ({metrics['n']} sketches"
+               + (f", {metrics['skipped']} too long left out" if metrics["skipped"] else "") + "):")
+    click.echo(f"  loss {metrics['loss']:.4f}  recon {metrics['recon']:.4f} (offset {metrics['offset']:.4f}, "
+               f"pen {metrics['pen']:.4f})  kl {metrics['kl']:.4f}")

@@ -298,3 +298,25 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mode, cell):
     for x, y in zip(a["params"], b["params"]):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
     torch.testing.assert_close(a["pen_logits"], b["pen_logits"], rtol=0, atol=0)
+
+
+def test_unpacked_encoder_equals_packed_bidirectional_lstm():
+    """BiLSTMEncoder (two unpacked runs) gives the final states of a packed bidirectional nn.LSTM."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from sketchvae.models.layers import BiLSTMEncoder
+
+    torch.manual_seed(3)
+    enc = BiLSTMEncoder(7, 16).double()
+    ref = torch.nn.LSTM(7, 16, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(ref, name).copy_(getattr(enc.fw, name))
+            getattr(ref, name + "_reverse").copy_(getattr(enc.bw, name))
+    lengths = torch.tensor([9, 1, 5, 9, 3])
+    x = torch.randn(5, 9, 7, dtype=torch.float64)
+    x[torch.arange(9).unsqueeze(0) >= lengths.unsqueeze(1)] = 1e3  # padding must not leak in
+    h_fw, h_bw = enc(x, lengths)
+    _, (h_n, _) = ref(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    torch.testing.assert_close(h_fw, h_n[0])
+    torch.testing.assert_close(h_bw, h_n[1])

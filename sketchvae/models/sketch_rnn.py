@@ -30,11 +30,10 @@ import numbers
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from sketchvae.checkpoint import register_model_kind
 from sketchvae.distributions import MixtureParams, reparameterize
-from sketchvae.models.layers import (BACKENDS, LayerNormBiLSTMEncoder, LayerNormLSTM, gaussian_linear_,
+from sketchvae.models.layers import (BACKENDS, BiLSTMEncoder, LayerNormBiLSTMEncoder, LayerNormLSTM, gaussian_linear_,
                                      init_lstm_like_reference)
 
 MODES = ("vae", "decoder", "class_vae")
@@ -138,8 +137,7 @@ class SketchRNN(nn.Module):
         if cfg.conditional:
             enc_in = 5 + embed
             if cfg.cell == "lstm":
-                self.encoder_rnn = init_lstm_like_reference(
-                    nn.LSTM(enc_in, cfg.enc_rnn_size, batch_first=True, bidirectional=True))
+                self.encoder_rnn = BiLSTMEncoder(enc_in, cfg.enc_rnn_size)
             else:
                 self.encoder_rnn = LayerNormBiLSTMEncoder(enc_in, cfg.enc_rnn_size, cfg.recurrent_dropout)
             self.enc_mu = gaussian_linear_(nn.Linear(2 * cfg.enc_rnn_size, cfg.z_size))  # eq. 2, mu
@@ -218,13 +216,8 @@ class SketchRNN(nn.Module):
         emb = self._labels(labels, bsz, "encode")
         if emb is not None:
             x = torch.cat([x, emb.unsqueeze(1).expand(bsz, steps, emb.shape[-1]).to(x.dtype)], dim=-1)  # (B, T, 5+E)
-        if isinstance(self.encoder_rnn, nn.LSTM):
-            packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-            _, (h_n, _) = self.encoder_rnn(packed)  # h_n (2, B, H): [forward final, backward final]
-            h = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2H)
-        else:
-            h_fw, h_bw = self.encoder_rnn(x, lengths_cpu.to(x.device))
-            h = torch.cat([h_fw, h_bw], dim=-1)  # (B, 2H)
+        h_fw, h_bw = self.encoder_rnn(x, lengths_cpu.to(x.device))
+        h = torch.cat([h_fw, h_bw], dim=-1)  # (B, 2H)
         return self.enc_mu(h), self.enc_presig(h)  # (B, N_z) x 2
 
     def sample_z(self, mu: Tensor, presig: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,319 @@
+"""`sketchvae sample | reconstruct | interpolate | complete`: draw with a trained Sketch-RNN to SVG.
+
+Thin wrappers over `sketchvae.sample` (generation) and `sketchvae.render` (SVG).  Heavy imports
+(torch, h5py) happen inside the commands so `sketchvae --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from sketchvae.cli import main
+
+_TAU = click.FloatRange(min=0.0, min_open=True)
+_COUNT = click.IntRange(min=1)
+
+
+def default_checkpoint() -> Path:
+    """checkpoints/sheep.pt at the repository root (the shipped model)."""
+    import sketchvae
+
+    return Path(sketchvae.__file__).resolve().parents[1] / "checkpoints" / "sheep.pt"
+
+
+def _fail(err: BaseException):
+    raise click.ClickException(str(err)) from None
+
+
+def _load(ckpt, device: str):
+    from sketchvae.checkpoint import CheckpointError
+    from sketchvae.sample import load
+
+    if ckpt is None:
+        ckpt = default_checkpoint()
+        if not ckpt.exists():
+            raise click.ClickException(
+                f"no CKPT given and the default checkpoint {ckpt} is missing; pass a checkpoint "
+                f"(e.g. runs/NAME/best.pt from `sketchvae train`)")
+    try:
+        return load(ckpt, device=device)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+
+
+def _parse_indices(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 0,3,7",
+                                 param_hint="--index") from None
+    if not out or min(out) < 0:
+        raise click.BadParameter(f"{text!r}: expected one or more integers >= 0", param_hint="--index")
+    return out
+
+
+def read_sketches(path, indices, split: str = "test") -> list[tuple["np.ndarray", str | None]]:  # noqa: F821
+    """Sketches number `indices` of a data file as (int16 stroke-3, class name or None).
+
+    .npz: the split's sketches (class: the file's stem); .ndjson: the valid drawings in file order
+    (class: the line's "word"); .h5 / .hdf5: a prepared cache's split (class: its label's name).
+    Raises click errors naming the file and the number of sketches available.
+    """
+    import numpy as np
+
+    from sketchvae.data.formats import DataError, iter_ndjson, read_npz_split
+
+    path = Path(path)
+    if not path.exists():
+        raise click.BadParameter(f"{path}: no such file", param_hint="DATA")
+    suffix = path.suffix.lower()
+    need = max(indices)
+    try:
+        if suffix == ".npz":
+            points, lengths, _ = read_npz_split(path, split)
+            ends = np.concatenate([[0], np.cumsum(lengths)])
+            count = len(lengths)
+            get = lambda i: (points[ends[i]:ends[i + 1]], path.stem)  # noqa: E731
+        elif suffix == ".ndjson":
+            drawings = []
+            for d in iter_ndjson(path, on_bad=lambda err: None):
+                drawings.append(d)
+                if len(drawings) > need:
+                    break
+            count = len(drawings)
+            get = lambda i: (drawings[i].strokes, drawings[i].word)  # noqa: E731
+        elif suffix in (".h5", ".hdf5"):
+            from sketchvae.data.cache import open_cache
+
+            cache = open_cache(path)
+            if split not in cache.splits:
+                raise click.BadParameter(f"{path} has no split {split!r}; it has {', '.join(cache.splits)}",
+                                         param_hint="--split")
+            view = cache.split(split)
+            count = len(view)
+            names = list(cache.class_names)
+            get = lambda i: (np.asarray(view[i]), names[int(view.labels[i])] if names else None)  # noqa: E731
+        else:
+            raise click.BadParameter(f"{path}: unknown data format {suffix!r}; use .npz, .ndjson or .h5",
+                                     param_hint="DATA")
+    except (DataError, OSError, KeyError) as err:
+        raise click.ClickException(f"{path}: cannot read sketches: {err}") from None
+    bad = [i for i in indices if i >= count]
+    if bad:
+        where = f"split {split!r} of {path}" if suffix != ".ndjson" else str(path)
+        raise click.BadParameter(f"index {bad[0]} out of range: {where} has {count} sketches (0..{count - 1})",
+                                 param_hint="--index")
+    return [get(i) for i in indices]
+
+
+def _class_for(sampler, word: str | None, given: str | None):
+    """The class to use for a data sketch: --class if given, else the sketch's own when the model knows it."""
+    if not sampler.config.class_conditional:
+        if given is not None:
+            from sketchvae.sample import class_index
+
+            class_index(sampler, given)  # raises "not class-conditional"
+        return None
+    if given is not None:
+        return given
+    if word is not None and word in sampler.class_names:
+        return word
+    names = ", ".join(sampler.class_names or map(str, range(sampler.config.num_classes)))
+    raise ValueError(f"this class-conditional model needs --class (the data's class {word!r} is not one of "
+                     f"its classes: {names})")
+
+
+class _Bar:
+    """tqdm progress on stderr, fed by the sampler's `progress` callback."""
+
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="sketch", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, k: int) -> None:
+        if self.bar is not None:
+            self.bar.update(k)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _common(func):
+    func = click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")(func)
+    func = click.option("--max-len", type=_COUNT, default=None,
+                        help="Most points per sketch [default: the model's max_seq_len].")(func)
+    func = click.option("--seed", type=int, default=None, help="Seed for z and every draw (reproducible output).")(func)
+    func = click.option("--greedy", is_flag=True, help="Most likely choices instead of sampling (ignores -t).")(func)
+    func = click.option("-t", "--temperature", type=_TAU, default=0.4, show_default=True,
+                        help="Sampling temperature tau > 0 (Ha & Eck eq. 8).")(func)
+    func = click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Output SVG file.")(func)
+    return func
+
+
+def _done(path, what: str) -> None:
+    click.echo(f"wrote {what} to {path}")
+
+
+# ----------------------------------------------------------------------------------------- sample
+@main.command()
+@click.argument("ckpt", required=False, type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=_COUNT, default=16, show_default=True, help="Number of sketches.")
+@click.option("--class", "class_name", default=None, help="Class to draw (class-conditional models).")
+@click.option("--cols", type=_COUNT, default=None, help="Columns of the grid [default: near square].")
+@click.option("--color-by-order", is_flag=True, help="Colour strokes by drawing order.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: for n >= 256].")
+@_common
+def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature, greedy, seed, max_len, device):
+    """Draw N new sketches from CKPT (default: the shipped checkpoints/sheep.pt) into an SVG grid.
+
+    \b
+    Examples:
+      sketchvae sample -n 16 -o sheep.svg
+      sketchvae sample runs/catpig/best.pt --class cat -n 64 -t 0.2 --seed 1 -o cats.svg
+    """
+    from sketchvae import render
+    from sketchvae import sample as S
+
+    sampler = _load(ckpt, device)
+    bar = _Bar(n, n >= 256 if progress is None else progress, "sample")
+    try:
+        sketches = S.sample(sampler, n, temperature, classes=class_name, greedy=greedy, max_len=max_len, seed=seed,
+                            progress=bar)
+        render.grid_svg(sketches, cols=cols, path=out, color_by_order=color_by_order)
+    except ValueError as err:
+        _fail(err)
+    finally:
+        bar.close()
+    _done(out, f"{n} sketches")
+
+
+# ----------------------------------------------------------------------------------------- reconstruct
+@main.command()
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--index", "index", default="0", show_default=True, help="Sketches to reconstruct, e.g. 0,3,7.")
+@click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
+@click.option("-n", "n", type=_COUNT, default=1, show_default=True, help="Reconstructions per sketch.")
+@click.option("--class", "class_name", default=None, help="Class (class-conditional models; default: the sketch's).")
+@_common
+def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greedy, seed, max_len, device):
+    """Encode sketches of DATA and decode them again: one row per sketch, the original first.
+
+    DATA: .npz (Sketch-RNN), .ndjson (Quick, Draw!) or a prepared .h5 cache.
+    """
+    from sketchvae import render
+    from sketchvae import sample as S
+
+    indices = _parse_indices(index)
+    sampler = _load(ckpt, device)
+    items = read_sketches(data, indices, split)
+    sketches, captions = [], []
+    try:
+        for i, (s3, word) in zip(indices, items):
+            cls = _class_for(sampler, word, class_name)
+            recs = S.reconstruct(sampler, [s3], n, temperature, classes=cls, greedy=greedy, seed=seed,
+                                 max_len=max_len)[0]
+            sketches += [s3] + recs
+            captions += [f"#{i} original"] + [f"#{i} recon" + (f" {k + 1}" if n > 1 else "") for k in range(n)]
+        render.grid_svg(sketches, cols=n + 1, captions=captions, path=out)
+    except ValueError as err:
+        _fail(err)
+    _done(out, f"{len(indices)} sketches and their reconstructions")
+
+
+# ----------------------------------------------------------------------------------------- interpolate
+@main.command()
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--from", "i_from", type=click.IntRange(min=0), required=True, help="Index of the first sketch.")
+@click.option("--to", "i_to", type=click.IntRange(min=0), required=True, help="Index of the last sketch.")
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Sketches in the strip.")
+@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
+@click.option("--class", "class_name", default=None, help="Class (class-conditional models; default: the sketch's).")
+@_common
+def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out, temperature, greedy, seed,
+                max_len, device):
+    """Decode a strip of latent vectors between two sketches of DATA (their posterior means).
+
+    Every step uses the same random draws, so only z changes along the strip.
+    """
+    import torch
+
+    from sketchvae import render
+    from sketchvae import sample as S
+
+    sampler = _load(ckpt, device)
+    if not sampler.config.conditional:
+        raise click.ClickException("this model (mode 'decoder') has no latent space to interpolate in")
+    (a, word_a), (b, word_b) = read_sketches(data, [i_from, i_to], split)
+    try:
+        cls_a = _class_for(sampler, word_a, class_name)
+        cls_b = _class_for(sampler, word_b, class_name)
+        mu, _ = S.encode(sampler, [a, b], None if cls_a is None else [cls_a, cls_b])
+        zs = S.interpolate(mu[0], mu[1], steps, method)
+        length = max_len or sampler.config.max_seq_len
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(seed)
+        one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
+        noise = one.expand(length, steps, 4)  # the same draws for every step of the strip
+        middle = [cls_a if k < steps / 2 else cls_b for k in range(steps)] if cls_a is not None else None
+        strip = S.sample(sampler, steps, temperature, z=zs, classes=middle, greedy=greedy, max_len=length,
+                         noise=noise)
+        captions = [f"#{i_from}"] + [f"t={k / (steps - 1):.2f}" for k in range(steps)] + [f"#{i_to}"]
+        render.interpolation_svg([a] + strip + [b], path=out, captions=captions)
+    except ValueError as err:
+        _fail(err)
+    _done(out, f"an interpolation of {steps} steps ({method}) between #{i_from} and #{i_to}")
+
+
+# ----------------------------------------------------------------------------------------- complete
+@main.command()
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("partial", type=click.Path(dir_okay=False))
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which sketch of PARTIAL.")
+@click.option("--strokes", "keep", type=click.IntRange(min=1), default=None,
+              help="Strokes of the sketch to keep [default: the first half of its strokes].")
+@click.option("-n", "n", type=_COUNT, default=8, show_default=True, help="Number of completions.")
+@click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
+@click.option("--class", "class_name", default=None, help="Class (class-conditional models; default: the sketch's).")
+@click.option("--z-source", type=click.Choice(["encode", "prior"]), default="encode", show_default=True,
+              help="z from encoding the kept strokes (one posterior draw per completion) or from the prior.")
+@_common
+def complete(ckpt, partial, index, keep, n, split, class_name, z_source, out, temperature, greedy, seed, max_len,
+             device):
+    """Keep the first strokes of a sketch of PARTIAL and let the model finish it N ways.
+
+    The kept strokes are drawn in one colour, each ending in another.  PARTIAL: .ndjson, .npz or .h5.
+    """
+    import numpy as np
+
+    from sketchvae import render
+    from sketchvae import sample as S
+
+    sampler = _load(ckpt, device)
+    ((s3, word),) = read_sketches(partial, [index], split)
+    lifts = np.flatnonzero(s3[:, 2] > 0)
+    total = len(lifts)
+    k = max(1, total // 2) if keep is None else keep
+    if k > total:
+        raise click.BadParameter(f"sketch #{index} has {total} strokes; cannot keep {k}", param_hint="--strokes")
+    given = s3[:lifts[k - 1] + 1]
+    try:
+        cls = _class_for(sampler, word, class_name)
+        full = S.complete(sampler, given, n, temperature, classes=cls, greedy=greedy, z_source=z_source, seed=seed,
+                          max_len=max_len)
+        render.completion_svg(given, [f[len(given):] for f in full], path=out)
+    except ValueError as err:
+        _fail(err)
+    _done(out, f"{n} completions of the first {k} of {total} strokes of #{index}")

@@ -1,0 +1,239 @@
+"""Training loop for the MNIST image VAEs: epochs over a binarised tensor data set, Adam, per-epoch
+test ELBO, ``best.pt`` / ``last.pt`` and ``metrics.jsonl`` in the run folder, exact resume.
+
+Objective per image (Kingma & Welling 2014; beta-VAE, Higgins et al. 2017):
+
+    loss = -log p(x | z) + beta * eta_step * KL(q(z | x) || p(z)),   z ~ q(z | x)
+
+eta_step is the shared KL warm-up (`sketchvae.losses.KLSchedule`: eta_step = 1 - (1 - eta_min) R^step);
+``kl_eta_min = 1`` (default) switches it off, beta = 1 is the plain ELBO.
+
+Run folder (same layout as the Sketch-RNN trainer):
+
+* ``last.pt``   after every epoch: model, config, and ``train_state`` (optimizer, epoch, step, RNG
+                state, best test ELBO) for ``resume=True``; written atomically.
+* ``best.pt``   the epoch with the highest ELBO on a validation set held out from the training
+                images (the last ``valid_size``, default 5000). The test set is never used to choose
+                a model; with ``valid_size=0`` there is no selection and best.pt is the last epoch.
+* ``metrics.jsonl``  one line per epoch and split: ``step``, ``epoch``, ``split`` (train | valid | test),
+                ``loss``, ``recon``, ``kl``, ``elbo`` (nats per image); train lines add ``kl_weight``,
+                ``lr``, ``images_per_s``, ``seconds``.
+
+Dynamic binarisation draws epoch e's data from a generator seeded by (seed, e), so resuming at an
+epoch boundary reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from sketchvae import runtime
+from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict, load_checkpoint, save_checkpoint
+from sketchvae.image import data as mnist
+from sketchvae.image.evaluate import evaluate
+from sketchvae.image.models import KIND, ImageVAE, ImageVAEConfig, elbo_terms, vae_loss
+from sketchvae.losses import KLSchedule
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = [str(i) for i in range(mnist.NUM_CLASSES)]
+
+
+@dataclasses.dataclass
+class ImageTrainConfig:
+    epochs: int = 50  # passes over the training set (counted from 0, also when resuming)
+    batch_size: int = 128  # images per optimiser step, 32..1024
+    lr: float = 1e-3  # Adam learning rate, 1e-4..3e-3
+    beta: float = 1.0  # final KL weight (1 = ELBO; > 1 beta-VAE)
+    kl_eta_min: float = 1.0  # KL warm-up: weight at step 0 as a fraction of beta (1 = no warm-up)
+    kl_decay_rate: float = 0.999  # KL warm-up rate R per step (0.999: ~95% after 3000 steps)
+    binarize: str = "dynamic"  # dynamic | static | grey (see sketchvae.image.data)
+    seed: int = 0  # weights, data order, binarisation and z noise
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    limit: int = 0  # train on the first N images only (0 = all; for tests and quick looks)
+    valid_size: int = 5000  # hold out the last N training images to select best.pt (0 = best.pt is the last epoch)
+    eval_limit: int = 0  # per-epoch evaluation on the first N images of the test split (0 = all)
+    eval_batch_size: int = 1000  # images per evaluation batch
+
+    def __post_init__(self) -> None:
+        for name, lo in (("epochs", 0), ("batch_size", 1), ("limit", 0), ("valid_size", 0), ("eval_limit", 0),
+                         ("eval_batch_size", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.binarize not in mnist.BINARIZE:
+            raise ValueError(f"unknown binarisation {self.binarize!r}; choose from {list(mnist.BINARIZE)}")
+        self.kl_schedule()  # validates beta, eta_min, rate
+
+    def kl_schedule(self) -> KLSchedule:
+        return KLSchedule(kl_weight=self.beta, eta_min=self.kl_eta_min, rate=self.kl_decay_rate)
+
+
+@dataclasses.dataclass
+class ImageFitResult:
+    run_dir: Path
+    epochs: int  # epochs completed in total
+    step: int
+    best_elbo: float  # on the validation split, nats per image (nan without one)
+    last: dict  # the last epoch's metrics per split
+
+
+def _truncate_metrics(path: Path, epoch: int) -> None:
+    """Keep lines of the first `epoch` epochs (numbered from 1): a resumed run rewrites what follows."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("epoch", 0) <= epoch:
+            kept.append(line)
+    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[ImageVAEConfig, ImageTrainConfig, str, dict]:
+    """(model config, train config, data_dir, checkpoint) saved in `run_dir/last.pt`, for resuming."""
+    path = Path(run_dir) / "last.pt"
+    ckpt = load_checkpoint(path)
+    if ckpt["kind"] != KIND or "train_state" not in ckpt:
+        raise CheckpointError(f"{path}: not a resumable image VAE checkpoint (kind {ckpt['kind']!r})")
+    extra = ckpt["extra"]
+    return (config_from_dict(ImageVAEConfig, ckpt["config"]),
+            config_from_dict(ImageTrainConfig, extra["train_config"]), extra.get("data_dir", ""), ckpt)
+
+
+def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | os.PathLike,
+        run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = False,
+        callback: Callable[[dict], None] | None = None) -> ImageFitResult:
+    """Train (or, with `resume`, continue from ``run_dir/last.pt``) an image VAE.
+
+    On resume the model comes from last.pt (`model_config` is ignored); `config` may differ from the
+    saved one (e.g. more epochs). `callback(record)` gets every metrics record.
+    """
+    run_dir = Path(run_dir)
+    last_path, best_path, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
+    if not resume and last_path.exists():
+        raise ValueError(f"{run_dir} already holds a run (last.pt); resume it or choose another folder")
+    device = runtime.resolve_device(config.device)
+    runtime.seed_everything(config.seed)
+
+    ckpt = None
+    if resume:
+        model_config, _, _, ckpt = load_run(run_dir)
+    model = ImageVAE(model_config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    epoch, step, best = 0, 0, -float("inf")
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ts = ckpt["train_state"]
+        opt.load_state_dict(ts["optimizer"])
+        for group in opt.param_groups:
+            group["lr"] = config.lr
+        epoch, step, best = int(ts["epoch"]), int(ts["step"]), float(ts["best_elbo"])
+        runtime.set_rng_state(ts["rng"])
+        _truncate_metrics(metrics_path, epoch)
+
+    # data: whole splits as tensors on the device
+    images, labels = mnist.load_split(data_dir, "train", config.limit or None)
+    valid = None
+    if config.valid_size:
+        if config.valid_size >= len(images):
+            raise ValueError(f"valid_size {config.valid_size} leaves no training images (have {len(images)})")
+        valid = mnist.ImageData(images[-config.valid_size:], labels[-config.valid_size:],
+                                binarize=config.binarize, device=device, train=False)
+        images, labels = images[:-config.valid_size], labels[:-config.valid_size]
+    train = mnist.ImageData(images, labels, binarize=config.binarize, device=device, seed=config.seed)
+    test = mnist.load_data(data_dir, "test", binarize=config.binarize, device=device,
+                           limit=config.eval_limit or None)
+    select = "valid" if valid is not None else None  # never select on test
+    conditional = model_config.num_classes > 0
+    schedule = config.kl_schedule()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def record(rec: dict) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if callback is not None:
+            callback(rec)
+
+    def extra(metrics: dict) -> dict:
+        return {"data_dir": str(data_dir), "binarize": config.binarize, "epoch": epoch, "step": step,
+                "metrics": metrics, "train_config": dataclasses.asdict(config)}
+
+    last_metrics: dict = {}
+    nb = train.num_batches(config.batch_size)
+    while epoch < config.epochs:
+        model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, device=device)  # loss, recon, kl (summed over images)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for i, (x, y) in enumerate(train.batches(config.batch_size, epoch=epoch)):
+            w = schedule.weight(step)
+            terms = elbo_terms(model, x, y if conditional else None)
+            loss = vae_loss(terms, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            with torch.no_grad():
+                sums += torch.stack([loss.detach() * len(x), terms["recon"].sum(), terms["kl"].sum()])
+            if bar is not None:
+                bar.update(1)
+                if i % 50 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.2f}")
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        loss_s, recon_s, kl_s = (sums / len(train)).tolist()
+        train_rec = {"step": step, "epoch": epoch + 1, "split": "train", "loss": loss_s, "recon": recon_s,
+                     "kl": kl_s, "elbo": -(recon_s + kl_s), "kl_weight": schedule.weight(step - 1),
+                     "lr": config.lr, "images_per_s": len(train) / seconds, "seconds": seconds}
+        epoch += 1
+        record(train_rec)
+        last_metrics = {"train": train_rec}
+        for name, split in (("valid", valid), ("test", test)):
+            if split is None:
+                continue
+            m = evaluate(model, split, batch_size=config.eval_batch_size, seed=config.seed)
+            rec = {"step": step, "epoch": epoch, "split": name, "loss": -m["elbo"], "recon": m["recon"],
+                   "kl": m["kl"], "elbo": m["elbo"]}
+            record(rec)
+            last_metrics[name] = rec
+        model.train()
+        sel = last_metrics[select]["elbo"] if select else float(epoch)  # no validation: the latest epoch
+        is_best = sel > best
+        if is_best:
+            best = sel
+            save_checkpoint(best_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
+                            extra=extra(last_metrics))
+        train_state = {"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "best_elbo": best,
+                       "rng": runtime.rng_state()}
+        save_checkpoint(last_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
+                        extra=extra(last_metrics), train_state=train_state)
+    return ImageFitResult(run_dir=run_dir, epochs=epoch, step=step, best_elbo=best if select else float("nan"),
+                          last=last_metrics)
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> tuple[ImageVAE, dict]:
+    """(model in eval mode on `device`, checkpoint dict) of an image VAE checkpoint."""
+    ckpt = load_checkpoint(path)
+    if ckpt["kind"] != KIND:
+        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, not an image VAE ({KIND!r})")
+    model = build_model(ckpt, path).to(runtime.resolve_device(str(device)) if isinstance(device, str) else device)
+    return model, ckpt

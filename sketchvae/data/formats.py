@@ -141,6 +141,9 @@ _NUMPY_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    # Python 3 pickles of protocol <= 2 spell bytes (the array data) as _codecs.encode(str, "latin1"):
+    # a pure str -> bytes conversion, safe to allow.
+    ("_codecs", "encode"),
 }
 
 
@@ -160,6 +163,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: only numpy arrays are allowed")
         if name == "_reconstruct":
             return _reconstruct_fn()
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
         return getattr(np, name)
 
     def persistent_load(self, pid):

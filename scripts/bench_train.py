@@ -29,7 +29,6 @@ and report the spread (printed as min..max).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys

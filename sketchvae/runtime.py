@@ -1,6 +1,8 @@
 """Seeding, device choice, autocast, RNG state and atomic file writes.
 
-Everything here is small and shared by the sketch and image sides.
+Everything here is small and shared by the sketch and image sides.  torch is imported inside
+the functions that need it, so data preparation and rendering (which use `atomic_write` and
+`truncate_jsonl`) start without paying for the torch import.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ import random
 import tempfile
 from pathlib import Path
 
+import json
+from typing import TYPE_CHECKING, Callable
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator seeded with `seed`."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -25,6 +34,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map 'auto' | 'cpu' | 'cuda' | 'cuda:N' to a device; fail clearly if CUDA is missing."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -36,11 +47,15 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def configure_cpu() -> None:
     """Flush denormals to zero: LSTMs on CPU run several times slower without it."""
+    import torch
+
     torch.set_flush_denormal(True)
 
 
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA, a no-op context on CPU (full precision)."""
+    import torch
+
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -48,6 +63,8 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def rng_state() -> dict:
     """Capture every RNG the training loop touches, as tensors (safe for weights_only loads)."""
+    import torch
+
     state = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(np.frombuffer(_pickle_free_numpy_state(), dtype=np.uint8).copy()),
@@ -66,6 +83,8 @@ def _pickle_free_numpy_state() -> bytes:
 
 def set_rng_state(state: dict) -> None:
     """Restore what `rng_state` captured."""
+    import torch
+
     torch.set_rng_state(state["torch"])
     raw = state["numpy"].numpy().tobytes()
     pos, has_gauss = np.frombuffer(raw[:16], dtype=np.int64)
@@ -94,3 +113,27 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a JSON-lines log keeping the records for which `keep(record)` is true, atomically.
+
+    Used by resumed runs to drop what a killed run logged after its last checkpoint; a line cut
+    short by a crash is dropped too."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep(rec):
+            kept.append(line + "\n")
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+
+    atomic_write(path, write)

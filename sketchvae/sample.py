@@ -49,7 +49,7 @@ import dataclasses
 import math
 import numbers
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch

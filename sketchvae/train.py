@@ -63,7 +63,7 @@ import numbers
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -509,17 +509,7 @@ def _open_cache(path):
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Keep the lines of steps <= `step` (not test lines): a resumed run rewrites what follows."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if rec.get("step", 0) <= step and rec.get("split") != "test":
-            kept.append(line)
-    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
+    runtime.truncate_jsonl(path, lambda rec: rec.get("step", 0) <= step and rec.get("split") != "test")
 
 
 def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, data, run_dir: str | os.PathLike, *,

@@ -12,7 +12,6 @@ import torch
 from click.testing import CliRunner
 
 from sketchvae.cli import main
-from sketchvae.models.sketch_rnn import SketchRNNConfig
 from sketchvae.strokes import to_polylines
 from sketchvae.train import TrainConfig, fit
 

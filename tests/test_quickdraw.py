@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import threading
 import urllib.parse
-from pathlib import Path
 
 import numpy as np
 import pytest

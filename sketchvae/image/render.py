@@ -6,9 +6,7 @@ drawn as black digits on white (``invert=True``, the default) or white on black 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +59,9 @@ def save_png(path: str | os.PathLike, picture: np.ndarray, *, scale: int = 1) ->
     pic = np.asarray(picture, dtype=np.uint8)
     if scale > 1:
         pic = pic.repeat(scale, axis=0).repeat(scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(pic).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    from sketchvae.runtime import atomic_write
+
+    return atomic_write(path, lambda tmp: Image.fromarray(pic).save(tmp, format="PNG"))
 
 
 def save_grid(path, images, ncol: int | None = None, *, padding: int = 2, scale: int = 2,

@@ -90,17 +90,7 @@ class ImageFitResult:
 
 def _truncate_metrics(path: Path, epoch: int) -> None:
     """Keep lines of the first `epoch` epochs (numbered from 1): a resumed run rewrites what follows."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("epoch", 0) <= epoch:
-            kept.append(line)
-    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
+    runtime.truncate_jsonl(path, lambda rec: rec.get("epoch", 0) <= epoch)
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[ImageVAEConfig, ImageTrainConfig, str, dict]:

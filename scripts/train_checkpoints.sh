@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Retrain the shipped Sketch-RNN checkpoints (checkpoints/sheep.pt, checkpoints/multiclass.pt).
+#
+# Usage: scripts/train_checkpoints.sh [sheep|multiclass|all]   (from the repository root)
+#
+# Data: ../shared/data/sketchrnn_datasets (or set SKETCHRNN_DATA to a folder holding
+# aaron_sheep.npz, omniglot.npz and short_kanji.npz, the files magenta publishes).
+# The shipped models were trained on 2 CPU cores (1 torch thread each, both runs at once);
+# the sizes are smaller than the paper's (encoder 128, decoder 256) so that CPU training in
+# about an hour gives usable models, and the KL weight is annealed faster (rate 0.9995 instead
+# of 0.99995) because the runs are ~100x shorter than the paper's.  checkpoints/README.md
+# records steps, time and losses.  On a GPU, raise --steps and use the default sizes.
+set -euo pipefail
+DATA=${SKETCHRNN_DATA:-../shared/data/sketchrnn_datasets}
+WHAT=${1:-all}
+STEPS_SHEEP=${STEPS_SHEEP:-4000}
+STEPS_MULTI=${STEPS_MULTI:-4000}
+COMMON=(--enc-rnn-size 128 --dec-rnn-size 256 --z-size 128 --kl-decay-rate 0.9995
+        --eval-every 250 --seed 0 --threads 1 --device cpu)
+
+if [[ $WHAT == sheep || $WHAT == all ]]; then
+  sketchvae train "$DATA/aaron_sheep.npz" -o runs/sheep "${COMMON[@]}" --steps "$STEPS_SHEEP"
+  cp runs/sheep/best.pt checkpoints/sheep.pt
+fi
+if [[ $WHAT == multiclass || $WHAT == all ]]; then
+  sketchvae train "$DATA/aaron_sheep.npz" "$DATA/omniglot.npz" "$DATA/short_kanji.npz" \
+    --mode class_vae -o runs/multiclass "${COMMON[@]}" --steps "$STEPS_MULTI"
+  cp runs/multiclass/best.pt checkpoints/multiclass.pt
+fi

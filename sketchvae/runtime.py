@@ -104,6 +104,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -113,6 +114,12 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> None:

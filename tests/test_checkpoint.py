@@ -134,3 +134,13 @@ def test_resolve_device():
     assert runtime.resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         runtime.resolve_device("tpu")
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    """A temporary file is private (0600); the file put in place must follow the umask like any other."""
+    old = os.umask(0o022)
+    try:
+        path = runtime.atomic_write(tmp_path / "out.bin", lambda tmp: open(tmp, "wb").close())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

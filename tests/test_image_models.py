@@ -263,3 +263,11 @@ def test_fit_other_binarisations_and_warmup(tmp_path, fake_mnist, binarize):
               fake_mnist, tmp_path / "run")
     assert set(res.last) == {"train", "valid", "test"}
     assert 0.2 < res.last["train"]["kl_weight"] < 2.0  # 2 * (1 - 0.9 * 0.9^2)
+
+
+def test_standard_error_matches_numpy():
+    from sketchvae.image.evaluate import _standard_error
+
+    v = np.random.default_rng(0).normal(90.0, 5.0, size=37)
+    se = _standard_error(float(np.mean(v ** 2)), float(v.mean()), len(v))
+    assert se == pytest.approx(v.std(ddof=1) / np.sqrt(len(v)), rel=1e-9)

@@ -167,6 +167,7 @@ def evaluate(checkpoint, k, data_dir, limit, batch_size, seed, device, as_json, 
     with tqdm(total=len(data), unit="img", desc="evaluate", file=sys.stderr, leave=False) as bar:
         m = run_eval(model, data, k=k, batch_size=batch_size, seed=seed, progress=bar.update)
     m["binarize"] = binarize
+    m["conditional_on_label"] = model.config.num_classes > 0
     if as_json:
         click.echo(json.dumps(m))
         return
@@ -175,9 +176,16 @@ def evaluate(checkpoint, k, data_dir, limit, batch_size, seed, device, as_json, 
     click.echo(f"checkpoint  {checkpoint}")
     click.echo(f"binarize    {binarize} ({note})")
     click.echo(f"images      {m['n']}")
-    click.echo(f"elbo        {m['elbo']:.2f} nats  (recon {m['recon']:.2f}, kl {m['kl']:.2f})")
+    conditional = model.config.num_classes > 0
+    m["conditional_on_label"] = conditional
+    px = "p(x | y)" if conditional else "p(x)"
+    click.echo(f"elbo        {m['elbo']:.2f} +- {m['elbo_se']:.2f} nats  (recon {m['recon']:.2f}, kl {m['kl']:.2f})")
     if k > 0:
-        click.echo(f"nll         {m['nll']:.2f} nats  (importance-weighted, k={k}; -log p(x) <= -elbo)")
+        click.echo(f"nll         {m['nll']:.2f} +- {m['nll_se']:.2f} nats  (importance-weighted, k={k}; "
+                   f"-log {px} <= -elbo)")
+    if conditional:
+        click.echo("note        class-conditional model: both numbers are given the label, log p(x | y); "
+                   "not comparable with an unconditional model's log p(x)")
 
 
 def _load(checkpoint, device="cpu"):

@@ -71,18 +71,29 @@ def iwae_bound(model, x: Tensor, labels: Tensor | None = None, k: int = 5000, *,
 
 
 @torch.no_grad()
+def _standard_error(mean_sq: float, mean: float, n: int) -> float:
+    """Standard error of a mean from the mean of squares (sample variance, n - 1)."""
+    if n < 2:
+        return float("nan")
+    var = max(mean_sq - mean * mean, 0.0) * n / (n - 1)
+    return math.sqrt(var / n)
+
+
 def evaluate(model, data, *, k: int = 0, batch_size: int = 500, seed: int = 0, max_rows: int = 16384,
              progress: Callable[[int], None] | None = None) -> dict:
     """Mean test metrics per image over an ``ImageData`` split, in nats.
 
     Returns ``elbo`` (analytic KL, one z per image), ``recon`` (-log p(x|z)), ``kl``, ``n`` and, when
-    k > 0, ``nll`` = -L_k. `progress(images_done)` is called after each batch.
+    k > 0, ``nll`` = -L_k, each mean with its standard error over images (``elbo_se``, ``nll_se``:
+    what a subset of the test set, ``--limit``, leaves uncertain). For a class-conditional model
+    both are conditional on the label: log p(x | y), not comparable with unconditional log p(x).
+    `progress(images_done)` is called after each batch.
     """
     model.eval()
     dev = next(model.parameters()).device
     g = torch.Generator(device=dev).manual_seed(seed)
     conditional = getattr(getattr(model, "config", None), "num_classes", 0) > 0
-    sums = {"recon": 0.0, "kl": 0.0, "nll": 0.0}
+    sums = {"recon": 0.0, "kl": 0.0, "nll": 0.0, "elbo_sq": 0.0, "nll_sq": 0.0}
     n = 0
     for x, y in data.batches(batch_size, shuffle=False):
         x, y = x.to(dev), y.to(dev)
@@ -90,8 +101,11 @@ def evaluate(model, data, *, k: int = 0, batch_size: int = 500, seed: int = 0, m
         t = elbo_terms(model, x, labels, generator=g)
         sums["recon"] += t["recon"].sum().item()
         sums["kl"] += t["kl"].sum().item()
+        sums["elbo_sq"] += (t["recon"] + t["kl"]).double().square().sum().item()
         if k > 0:
-            sums["nll"] -= iwae_bound(model, x, labels, k, max_rows=max_rows, generator=g).sum().item()
+            bound = iwae_bound(model, x, labels, k, max_rows=max_rows, generator=g).double()
+            sums["nll"] -= bound.sum().item()
+            sums["nll_sq"] += bound.square().sum().item()
         n += len(x)
         if progress is not None:
             progress(len(x))
@@ -99,7 +113,9 @@ def evaluate(model, data, *, k: int = 0, batch_size: int = 500, seed: int = 0, m
         raise ValueError("nothing to evaluate: the split is empty")
     out = {"recon": sums["recon"] / n, "kl": sums["kl"] / n, "n": n}
     out["elbo"] = -(out["recon"] + out["kl"])
+    out["elbo_se"] = _standard_error(sums["elbo_sq"] / n, out["elbo"], n)
     if k > 0:
         out["nll"] = sums["nll"] / n
+        out["nll_se"] = _standard_error(sums["nll_sq"] / n, out["nll"], n)
         out["k"] = k
     return out

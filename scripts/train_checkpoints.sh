@@ -7,13 +7,13 @@
 # aaron_sheep.npz, omniglot.npz and short_kanji.npz, the files magenta publishes).
 # The shipped models were trained on 2 CPU cores (1 torch thread each, both runs at once);
 # the sizes are smaller than the paper's (encoder 128, decoder 256) so that CPU training in
-# about an hour gives usable models, and the KL weight is annealed faster (rate 0.9995 instead
+# one to two hours gives usable models, and the KL weight is annealed faster (rate 0.9995 instead
 # of 0.99995) because the runs are ~100x shorter than the paper's.  checkpoints/README.md
 # records steps, time and losses.  On a GPU, raise --steps and use the default sizes.
 set -euo pipefail
 DATA=${SKETCHRNN_DATA:-../shared/data/sketchrnn_datasets}
 WHAT=${1:-all}
-STEPS_SHEEP=${STEPS_SHEEP:-4000}
+STEPS_SHEEP=${STEPS_SHEEP:-7000}
 STEPS_MULTI=${STEPS_MULTI:-4000}
 COMMON=(--enc-rnn-size 128 --dec-rnn-size 256 --z-size 128 --kl-decay-rate 0.9995
         --eval-every 250 --seed 0 --threads 1 --device cpu)

@@ -90,17 +90,62 @@ def test_shapes_termination_and_pen_lift():
             assert set(np.unique(s[:, 2])) <= {0.0, 1.0}
 
 
-def test_finished_rows_are_dropped_from_the_batch():
+@pytest.mark.parametrize("mode", ["vae", "class_vae"])
+def test_constant_input_step_is_the_model_step(mode):
+    """The batched loop's LSTM step (z and class embedding through their weights once) computes what
+    SketchRNN.step computes, also after rows are dropped; other decoders keep model.step."""
+    sp = tiny(mode, dtype=torch.float32)
+    model, b = sp.model, 7
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(b, 6, generator=g)
+    labels = torch.arange(b) % len(CLASSES) if mode == "class_vae" else None
+    state = model.decoder_initial_state(z, labels, batch_size=b)
+    prev = torch.randn(b, 5, generator=g)
+    fast = S._ConstantInputLSTMStep(model, z, labels)
+    keep = torch.tensor([True, False, True, True, False, True, True])
+    with torch.no_grad():
+        for step in range(3):
+            p1, pen1, st1 = model.step(prev, z, labels, state)
+            p2, pen2, st2 = fast(prev, state)
+            for a, c in zip((*p1, pen1, *st1), (*p2, pen2, *st2)):
+                torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+            if step == 1:
+                fast.keep(keep)
+                st1 = tuple(t[:, keep] for t in st1)
+                z, prev = z[keep], torch.randn(int(keep.sum()), 5, generator=g)
+                labels = None if labels is None else labels[keep]
+            state = st1
+    assert not S._ConstantInputLSTMStep.available(tiny("decoder").model)  # nothing constant to fold in
+    ln = SketchRNN(SketchRNNConfig(mode="vae", cell="layer_norm", enc_rnn_size=12, dec_rnn_size=24, z_size=6,
+                                   num_mixture=3, max_seq_len=30)).eval()
+    assert not S._ConstantInputLSTMStep.available(ln)
+    assert not S._ConstantInputLSTMStep.available(tiny("vae").model.train())
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["constant-input-step", "model.step"])
+def test_finished_rows_are_dropped_from_the_batch(monkeypatch, fast):
     sp = tiny("vae")
     sizes = []
-    original = sp.model.step
+    if fast:  # the batched loop's own LSTM step (z multiplied by its weights once per sketch)
+        assert S._ConstantInputLSTMStep.available(sp.model)
+        original_call = S._ConstantInputLSTMStep.__call__
 
-    def spy(prev, z, labels, state):
-        sizes.append(prev.shape[0])
-        assert z.shape[0] == prev.shape[0] == state[0].shape[1] == state[1].shape[1]
-        return original(prev, z, labels, state)
+        def spy_fast(self, prev, state):
+            sizes.append(prev.shape[0])
+            assert self.bias.shape[0] == prev.shape[0] == state[0].shape[1] == state[1].shape[1]
+            return original_call(self, prev, state)
 
-    sp.model.step = spy
+        monkeypatch.setattr(S._ConstantInputLSTMStep, "__call__", spy_fast)
+    else:
+        monkeypatch.setattr(S._ConstantInputLSTMStep, "available", staticmethod(lambda model: False))
+        original = sp.model.step
+
+        def spy(prev, z, labels, state):
+            sizes.append(prev.shape[0])
+            assert z.shape[0] == prev.shape[0] == state[0].shape[1] == state[1].shape[1]
+            return original(prev, z, labels, state)
+
+        sp.model.step = spy
     out = S.sample(sp, 16, 1.0, seed=0, noise=shared_noise(30, 16))
     lengths = sorted(len(s) for s in out)
     # step t runs exactly the sketches that have not drawn their end state before t

@@ -49,7 +49,7 @@ import dataclasses
 import math
 import numbers
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -392,6 +392,38 @@ def _prepare_z(sampler: Sampler, z, n: int, gen: torch.Generator | None) -> Tens
     return z
 
 
+class _Draws(NamedTuple):
+    """What `sample` and `sample_sequential` share after checking their arguments."""
+    sampler: Sampler
+    n: int
+    temperature: float
+    max_len: int
+    gen: torch.Generator | None
+    z: Tensor | None  # (n, z_size) or None
+    labels: Tensor | None  # (n,) or None
+    noise: Tensor | None  # (max_len, n, 4) or None
+
+
+def _prepare_draws(model, n, temperature, z, classes, greedy, max_len, seed, convention, noise) -> _Draws:
+    sampler = _as_sampler(model)
+    n = _check_n(n)
+    temperature = _check_tau(temperature) if not greedy else (temperature if temperature else 1.0)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown temperature convention {convention!r}; choose from {CONVENTIONS}")
+    max_len = sampler.config.max_seq_len if max_len is None else _check_n(max_len, "max_len")
+    dev = sampler.device
+    sampler.model.eval()
+    gen = _generator(seed, dev)
+    with torch.inference_mode():
+        z_all = _prepare_z(sampler, z, n, gen)
+        labels_all = _labels(sampler, classes, n, default_cycle=True)
+    if noise is not None:
+        noise = torch.as_tensor(noise).to(dev, sampler.model.output.weight.dtype)
+        if noise.shape != (max_len, n, 4):
+            raise ValueError(f"noise must have shape ({max_len}, {n}, 4), got {tuple(noise.shape)}")
+    return _Draws(sampler, n, temperature, max_len, gen, z_all, labels_all, noise)
+
+
 def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
            max_len: int | None = None, seed: int | None = None, device=None, *, chunk_size: int = DEFAULT_CHUNK,
            convention: str = "paper", progress: Callable[[int], None] | None = None,
@@ -414,29 +446,15 @@ def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, gr
     noise: (max_len, n, 4) pre-drawn random numbers (u_component, u_pen, e1, e2) instead of the
         generator's (for testing against `sample_sequential`).
     """
-    sampler = _as_sampler(model)
-    n = _check_n(n)
-    temperature = _check_tau(temperature) if not greedy else (temperature if temperature else 1.0)
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown temperature convention {convention!r}; choose from {CONVENTIONS}")
-    cfg = sampler.config
-    max_len = cfg.max_seq_len if max_len is None else _check_n(max_len, "max_len")
     chunk_size = _check_n(chunk_size, "chunk_size")
+    sampler, n, temperature, max_len, gen, z_all, labels_all, noise = _prepare_draws(
+        model, n, temperature, z, classes, greedy, max_len, seed, convention, noise)
     dev = sampler.device
     if device is not None and torch.device(device) != dev and not (torch.device(device).type == dev.type == "cuda"
                                                                     and torch.device(device).index is None):
         raise ValueError(f"the model is on {dev}, not {device}; load it there with load(path, device={str(device)!r})")
     model_ = sampler.model
-    model_.eval()
     dtype = model_.output.weight.dtype
-    gen = _generator(seed, dev)
-    with torch.inference_mode():
-        z_all = _prepare_z(sampler, z, n, gen)
-        labels_all = _labels(sampler, classes, n, default_cycle=True)
-    if noise is not None:
-        noise = torch.as_tensor(noise).to(dev, dtype)
-        if noise.shape != (max_len, n, 4):
-            raise ValueError(f"noise must have shape ({max_len}, {n}, 4), got {tuple(noise.shape)}")
     result: list[np.ndarray] = []
     for lo in range(0, n, chunk_size):
         hi = min(n, lo + chunk_size)
@@ -462,21 +480,11 @@ def sample_sequential(model, n: int = 1, temperature: float = 0.4, z=None, class
     """The one-at-a-time reference: sketch after sketch, batch size 1, as magenta's `sample()` and
     most ports do.  Same arguments and draws as `sample` (given the same `noise`, or the same seed
     for z), much slower for large n; used by the tests and `scripts/bench_sample.py`."""
-    sampler = _as_sampler(model)
-    n = _check_n(n)
-    temperature = _check_tau(temperature) if not greedy else (temperature if temperature else 1.0)
-    cfg = sampler.config
-    max_len = cfg.max_seq_len if max_len is None else _check_n(max_len, "max_len")
+    sampler, n, temperature, max_len, gen, z_all, labels_all, noise = _prepare_draws(
+        model, n, temperature, z, classes, greedy, max_len, seed, convention, noise)
     dev = sampler.device
     model_ = sampler.model
-    model_.eval()
     dtype = model_.output.weight.dtype
-    gen = _generator(seed, dev)
-    with torch.inference_mode():
-        z_all = _prepare_z(sampler, z, n, gen)
-        labels_all = _labels(sampler, classes, n, default_cycle=True)
-    if noise is not None:
-        noise = torch.as_tensor(noise).to(dev, dtype)
     result = []
     one = torch.zeros(1, dtype=torch.int64, device=dev)
     for i in range(n):

@@ -260,11 +260,7 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
         mu, _ = S.encode(sampler, [a, b], None if cls_a is None else [cls_a, cls_b])
         zs = S.interpolate(mu[0], mu[1], steps, method)
         length = max_len or sampler.config.max_seq_len
-        gen = torch.Generator()
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(seed)
+        gen = S._generator(seed, torch.device("cpu"))
         one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
         noise = one.expand(length, steps, 4)  # the same draws for every step of the strip
         middle = [cls_a if k < steps / 2 else cls_b for k in range(steps)] if cls_a is not None else None

@@ -40,6 +40,12 @@ _KIND_MODULES = {
 }
 
 
+def shipped_checkpoints_dir() -> Path:
+    """The repository's `checkpoints/` folder (the shipped models, and Magenta's converted ones under
+    `checkpoints/magenta/`), found from the package's own location so it works from any directory."""
+    return Path(__file__).resolve().parents[1] / "checkpoints"
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt, foreign or of an unknown version."""
 

@@ -19,9 +19,9 @@ _COUNT = click.IntRange(min=1)
 
 def default_checkpoint() -> Path:
     """checkpoints/sheep.pt at the repository root (the shipped model)."""
-    import sketchvae
+    from sketchvae.checkpoint import shipped_checkpoints_dir
 
-    return Path(sketchvae.__file__).resolve().parents[1] / "checkpoints" / "sheep.pt"
+    return shipped_checkpoints_dir() / "sheep.pt"
 
 
 def _fail(err: BaseException):

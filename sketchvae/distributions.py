@@ -12,9 +12,28 @@ Conventions
   they are exponentiated only where needed.
 * A diagonal Gaussian posterior q(z|x) = N(mu, diag(exp(presig))) is described by `mu` and `presig`
   = log sigma^2 (the names of the Sketch-RNN reference implementation; "sigma_hat" in the paper).
-* Temperature (Ha & Eck 2017, eq. 8): mixture logits are divided by tau and variances multiplied by
-  tau, i.e. sigma -> sigma * sqrt(tau).  See `sample_bivariate_mixture` for how this differs from
-  magenta's sampler.
+* Temperature: three conventions (`TEMPERATURE_CONVENTIONS`), all implemented by `temperature_scales`
+  and used by every sampler of the package (see below).
+
+Temperature conventions
+-----------------------
+A temperature tau > 0 changes the distribution a sampler draws from.  The three Sketch-RNN code
+bases mean three different things by it; sketchvae offers all three (`convention=`, the CLI's
+`--convention`).  "softmax at T" means softmax(logits / T) (for the mixture weights that is
+softmax(log_pi / T)); sigma is each component's standard deviation; rho is never changed.
+
+    convention    mixture weights pi      pen states              sigma_x, sigma_y   source
+    "paper"       softmax at tau          softmax at tau          * sqrt(tau)        Ha & Eck 2017, eq. 8
+    "magenta"     softmax at tau          softmax at tau          * tau              magenta sketch_rnn/model.py
+    "magenta-js"  softmax at 0.5 + tau/2  softmax at 0.5 + tau/2  * sqrt(tau)        @magenta/sketch 0.2.0 getPDF
+
+"magenta": the Python reference calls `sample_gaussian_2d(..., np.sqrt(temp))`, which multiplies each
+sigma by the square of its argument, so sigma is multiplied by tau (variance by tau^2).
+"magenta-js": `SketchRNN.getPDF(state, temperature)` divides the pi and pen logits by 0.5 + 0.5 * tau
+(so as tau -> 0 the discrete choices tend to softmax at 0.5, not to the argmax) and multiplies sigma
+by sqrt(tau).  It is the default of models converted from magenta-js (`sketchvae.interop.magenta`),
+so that tau means there what it means in the magenta-js demos.  All three agree at tau = 1 (the
+model's own distribution).
 """
 
 from __future__ import annotations
@@ -34,7 +53,7 @@ RHO_EPS = 1e-6
 # offsets of 1e4; no fitted model comes near it, and the clamp keeps gradients finite (zero below it).
 LOG_SIGMA_MIN = -20.0
 _LOG_2PI = math.log(2.0 * math.pi)
-_TEMPERATURE_CONVENTIONS = ("paper", "magenta")
+TEMPERATURE_CONVENTIONS = ("paper", "magenta", "magenta-js")
 
 
 class MixtureParams(NamedTuple):
@@ -100,6 +119,45 @@ def _check_temperature(temperature) -> None:
         raise ValueError(f"temperature must be > 0 (use greedy=True for the most likely choice), got {temperature}")
 
 
+def check_convention(convention: str) -> str:
+    """`convention` if it is one of TEMPERATURE_CONVENTIONS, else ValueError listing them."""
+    if convention not in TEMPERATURE_CONVENTIONS:
+        raise ValueError(f"unknown temperature convention {convention!r}; choose from {TEMPERATURE_CONVENTIONS}")
+    return convention
+
+
+def temperature_scales(temperature, convention: str = "paper"):
+    """(discrete temperature, sigma multiplier) for tau under a convention (module docstring table).
+
+    The discrete temperature divides the mixture-weight and pen logits; the multiplier scales sigma_x
+    and sigma_y.  Works for floats and tensors alike (elementwise).
+    """
+    check_convention(convention)
+    tau = temperature
+    root = math.sqrt(tau) if isinstance(tau, (int, float)) else torch.sqrt(torch.as_tensor(tau))
+    if convention == "paper":
+        return tau, root
+    if convention == "magenta":
+        return tau, tau
+    return 0.5 + 0.5 * tau, root
+
+
+def tempered(params: MixtureParams, pen_logits: Tensor, temperature, convention: str = "paper"
+             ) -> tuple[MixtureParams, Tensor]:
+    """The distribution a sampler draws from at temperature tau: (MixtureParams with tempered log_pi
+    and log-sigmas, pen log-probabilities (..., 3)), per the convention's row of the module docstring.
+
+    params: fields (..., M); pen_logits (..., 3); temperature a float > 0.  rho and mu are unchanged.
+    exp(result.log_pi) and exp(pen) are what magenta-js's `getPDF` returns as `pi` and `pen`.
+    """
+    _check_temperature(temperature)
+    t_discrete, sigma_scale = temperature_scales(float(temperature), convention)
+    log_scale = math.log(sigma_scale)
+    out = MixtureParams(torch.log_softmax(params.log_pi.float() / t_discrete, dim=-1), params.mu_x, params.mu_y,
+                        params.log_sigma_x + log_scale, params.log_sigma_y + log_scale, params.rho)
+    return out, torch.log_softmax(pen_logits.float() / t_discrete, dim=-1)
+
+
 def sample_categorical(logits: Tensor, temperature: float | Tensor = 1.0, generator: torch.Generator | None = None,
                        greedy: bool = False) -> Tensor:
     """Draw an index from softmax(logits / temperature) over the last dim (Ha & Eck 2017 eq. 8).
@@ -141,24 +199,20 @@ def sample_bivariate_mixture(params: MixtureParams, temperature: float | Tensor 
         component k ~ softmax(log_pi / tau), then (dx, dy) ~ N(mu_k, Sigma_k * tau),
     i.e. sigma_x, sigma_y are multiplied by sqrt(tau) and rho is unchanged.  tau -> 0 tends to
     the most likely component's mean; tau = 1 samples the model's own distribution.
-
-    `convention="magenta"` reproduces magenta's `sketch_rnn/model.py` sampler instead: it calls
-    `sample_gaussian_2d(..., np.sqrt(temp))`, which then multiplies each sigma by `temp * temp` of
-    its argument, so sigma is multiplied by tau (variance by tau^2), not sqrt(tau).  Its component
-    choice (`adjust_temp`: softmax(log(pi) / tau)) is the same as ours.
+    `convention="magenta"` / `"magenta-js"`: see the module docstring's table.
 
     greedy=True: take the argmax component and return its mean (magenta's greedy mode).
     temperature: float > 0 or a tensor broadcastable to the leading shape (...).
     """
-    if convention not in _TEMPERATURE_CONVENTIONS:
-        raise ValueError(f"unknown temperature convention {convention!r}; choose from {_TEMPERATURE_CONVENTIONS}")
-    k = sample_categorical(params.log_pi, temperature, generator, greedy=greedy).unsqueeze(-1)  # (..., 1)
+    check_convention(convention)
+    t_discrete, scale = (temperature, 1.0) if greedy else temperature_scales(
+        temperature if isinstance(temperature, (int, float)) else torch.as_tensor(temperature), convention)
+    k = sample_categorical(params.log_pi, t_discrete, generator, greedy=greedy).unsqueeze(-1)  # (..., 1)
     pick = [p.gather(-1, k).squeeze(-1) for p in params]  # each (...)
     _, mu_x, mu_y, log_sx, log_sy, rho = pick
     if greedy:
         return mu_x, mu_y
-    tau = torch.as_tensor(temperature, dtype=mu_x.dtype, device=mu_x.device)
-    scale = torch.sqrt(tau) if convention == "paper" else tau
+    scale = torch.as_tensor(scale, dtype=mu_x.dtype, device=mu_x.device)
     sx = torch.exp(log_sx) * scale  # (...)
     sy = torch.exp(log_sy) * scale
     e1 = _randn_like(mu_x, generator)

@@ -29,8 +29,12 @@ At every step, with tau > 0:
     pen state   ~ softmax(pen_logits / tau)             (p_down, p_up, p_end)
 
 tau -> 0 approaches the most likely choices; tau = 1 samples the model's own distribution.
-`convention="magenta"` multiplies the sigmas by tau instead of sqrt(tau), as magenta's sampler does
-(see `sample_bivariate_mixture`).  `greedy=True` takes the argmax component, its mean and the argmax
+`convention="magenta"` multiplies the sigmas by tau instead of sqrt(tau), as magenta's sampler does;
+`convention="magenta-js"` softmaxes pi and the pen states at 0.5 + 0.5 * tau, as @magenta/sketch does
+(the table of all three is in `sketchvae.distributions`).  `convention=None` (the default of every
+function here) means the checkpoint's own: `Sampler.convention`, read from the checkpoint's
+`extra["temperature_convention"]` ("paper" unless the producer stored another; models converted from
+magenta-js store "magenta-js").  `greedy=True` takes the argmax component, its mean and the argmax
 pen state (no randomness; the temperature is then not used).
 
 Random draws
@@ -56,11 +60,12 @@ import torch
 from torch import Tensor, nn
 
 from sketchvae.checkpoint import CheckpointError, build_model, load_checkpoint
+from sketchvae.distributions import TEMPERATURE_CONVENTIONS, temperature_scales
 from sketchvae.models.sketch_rnn import SketchRNN
 from sketchvae.strokes import to_stroke5
 
 DEFAULT_CHUNK = 4096
-CONVENTIONS = ("paper", "magenta")
+CONVENTIONS = TEMPERATURE_CONVENTIONS  # ("paper", "magenta", "magenta-js"), see sketchvae.distributions
 INTERPOLATIONS = ("slerp", "lerp")
 Z_SOURCES = ("encode", "prior")
 
@@ -77,6 +82,9 @@ class Sampler:
     scale_factor: float = 1.0  # offsets were divided by this for training (std of the training offsets)
     class_names: list[str] = dataclasses.field(default_factory=list)
     path: Path | None = None
+    # Temperature convention used when a call passes convention=None: the checkpoint's
+    # extra["temperature_convention"] ("paper" by default; "magenta-js" for converted Magenta models).
+    convention: str = "paper"
 
     @property
     def config(self):
@@ -124,9 +132,12 @@ def load(path, device="cpu") -> Sampler:
     cfg = model.config
     if cfg.class_conditional and names and len(names) != cfg.num_classes:
         raise CheckpointError(f"{path}: {len(names)} class_names for a model with num_classes={cfg.num_classes}")
+    convention = ckpt["extra"].get("temperature_convention", "paper") if isinstance(ckpt["extra"], dict) else "paper"
+    if convention not in CONVENTIONS:
+        raise CheckpointError(f"{path}: extra['temperature_convention']={convention!r} is not one of {CONVENTIONS}")
     model.to(resolve_device(str(device)) if isinstance(device, str) else device)
     model.eval()
-    return Sampler(model, float(scale), list(names), path)
+    return Sampler(model, float(scale), list(names), path, convention)
 
 
 def _as_sampler(obj) -> Sampler:
@@ -213,6 +224,14 @@ def _as_sketch_list(sketches) -> list[np.ndarray]:
     return out
 
 
+def _convention(sampler: Sampler, convention: str | None) -> str:
+    """The convention a call uses: the given one, or the sampler's default; ValueError listing them."""
+    convention = sampler.convention if convention is None else convention
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown temperature convention {convention!r}; choose from {CONVENTIONS}")
+    return convention
+
+
 def _generator(seed, device: torch.device) -> torch.Generator:
     gen = torch.Generator(device=device)
     if seed is None:
@@ -237,12 +256,11 @@ def draw(params, pen_logits: Tensor, noise: Tensor | None, temperature: float = 
         dx = params.mu_x.gather(-1, k).squeeze(-1)
         dy = params.mu_y.gather(-1, k).squeeze(-1)
     else:
-        tau = float(temperature)
+        t_discrete, scale = temperature_scales(float(temperature), convention)
         noise = noise.to(params.mu_x.dtype)
-        k = _inverse_cdf(params.log_pi / tau, noise[:, 0]).unsqueeze(-1)  # (B, 1)
-        pen = _inverse_cdf(pen_logits / tau, noise[:, 1])  # (B,)
+        k = _inverse_cdf(params.log_pi / t_discrete, noise[:, 0]).unsqueeze(-1)  # (B, 1)
+        pen = _inverse_cdf(pen_logits / t_discrete, noise[:, 1])  # (B,)
         mu_x, mu_y, log_sx, log_sy, rho = (p.gather(-1, k).squeeze(-1) for p in params[1:])
-        scale = math.sqrt(tau) if convention == "paper" else tau
         sx = torch.exp(log_sx) * scale
         sy = torch.exp(log_sy) * scale
         e1, e2 = noise[:, 2], noise[:, 3]
@@ -402,14 +420,14 @@ class _Draws(NamedTuple):
     z: Tensor | None  # (n, z_size) or None
     labels: Tensor | None  # (n,) or None
     noise: Tensor | None  # (max_len, n, 4) or None
+    convention: str  # the temperature convention (the sampler's default resolved)
 
 
 def _prepare_draws(model, n, temperature, z, classes, greedy, max_len, seed, convention, noise) -> _Draws:
     sampler = _as_sampler(model)
     n = _check_n(n)
     temperature = _check_tau(temperature) if not greedy else (temperature if temperature else 1.0)
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown temperature convention {convention!r}; choose from {CONVENTIONS}")
+    convention = _convention(sampler, convention)
     max_len = sampler.config.max_seq_len if max_len is None else _check_n(max_len, "max_len")
     dev = sampler.device
     sampler.model.eval()
@@ -421,17 +439,19 @@ def _prepare_draws(model, n, temperature, z, classes, greedy, max_len, seed, con
         noise = torch.as_tensor(noise).to(dev, sampler.model.output.weight.dtype)
         if noise.shape != (max_len, n, 4):
             raise ValueError(f"noise must have shape ({max_len}, {n}, 4), got {tuple(noise.shape)}")
-    return _Draws(sampler, n, temperature, max_len, gen, z_all, labels_all, noise)
+    return _Draws(sampler, n, temperature, max_len, gen, z_all, labels_all, noise, convention)
 
 
 def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
            max_len: int | None = None, seed: int | None = None, device=None, *, chunk_size: int = DEFAULT_CHUNK,
-           convention: str = "paper", progress: Callable[[int], None] | None = None,
+           convention: str | None = None, progress: Callable[[int], None] | None = None,
            noise: Tensor | None = None) -> list[np.ndarray]:
     """Draw `n` sketches (batched); returns n stroke-3 float32 arrays in original units.
 
     model: a `Sampler` from `load` (or a bare SketchRNN: scale factor 1).
     temperature: tau > 0, see the module docstring (ignored when greedy).
+    convention: "paper" | "magenta" | "magenta-js" (module docstring); None: the sampler's own
+        (`Sampler.convention`, from the checkpoint).
     z: (n, z_size) or (z_size,) latent vectors for "vae"/"class_vae" (default: z ~ N(0, I) from the
         seeded generator); must be None for "decoder" mode.
     classes: "class_vae" only: one class name / index for all, or one per sketch; None cycles through
@@ -447,7 +467,7 @@ def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, gr
         generator's (for testing against `sample_sequential`).
     """
     chunk_size = _check_n(chunk_size, "chunk_size")
-    sampler, n, temperature, max_len, gen, z_all, labels_all, noise = _prepare_draws(
+    sampler, n, temperature, max_len, gen, z_all, labels_all, noise, convention = _prepare_draws(
         model, n, temperature, z, classes, greedy, max_len, seed, convention, noise)
     dev = sampler.device
     if device is not None and torch.device(device) != dev and not (torch.device(device).type == dev.type == "cuda"
@@ -475,12 +495,12 @@ def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, gr
 
 
 def sample_sequential(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
-                      max_len: int | None = None, seed: int | None = None, *, convention: str = "paper",
+                      max_len: int | None = None, seed: int | None = None, *, convention: str | None = None,
                       noise: Tensor | None = None) -> list[np.ndarray]:
     """The one-at-a-time reference: sketch after sketch, batch size 1, as magenta's `sample()` and
     most ports do.  Same arguments and draws as `sample` (given the same `noise`, or the same seed
     for z), much slower for large n; used by the tests and `scripts/bench_sample.py`."""
-    sampler, n, temperature, max_len, gen, z_all, labels_all, noise = _prepare_draws(
+    sampler, n, temperature, max_len, gen, z_all, labels_all, noise, convention = _prepare_draws(
         model, n, temperature, z, classes, greedy, max_len, seed, convention, noise)
     dev = sampler.device
     model_ = sampler.model
@@ -550,7 +570,7 @@ def mean_latent(model, sketches, classes=None) -> Tensor:
 
 def reconstruct(model, sketches, n: int = 1, temperature: float = 0.4, *, classes=None, greedy: bool = False,
                 posterior: str = "mean", seed: int | None = None, max_len: int | None = None,
-                convention: str = "paper") -> list[list[np.ndarray]]:
+                convention: str | None = None) -> list[list[np.ndarray]]:
     """Encode each sketch and decode it `n` times: a list (per input sketch) of n stroke-3 arrays.
 
     posterior: "mean" decodes z = mu (the variety of the n comes from the decoder's sampling);
@@ -611,7 +631,7 @@ def interpolate(z_a, z_b, steps: int = 10, method: str = "slerp") -> Tensor:
 # ------------------------------------------------------------------------------------------ completion
 def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None, greedy: bool = False,
              z_source: str = "encode", seed: int | None = None, max_len: int | None = None,
-             convention: str = "paper") -> list[np.ndarray]:
+             convention: str | None = None) -> list[np.ndarray]:
     """Continue a partial sketch `n` ways: n stroke-3 arrays, each the partial sketch (copied exactly)
     followed by a sampled continuation (`result[i][len(partial):]`, offsets from its last point).
 
@@ -629,8 +649,7 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
         _check_tau(temperature)
     if z_source not in Z_SOURCES:
         raise ValueError(f"unknown z_source {z_source!r}; choose from {Z_SOURCES}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown temperature convention {convention!r}; choose from {CONVENTIONS}")
+    convention = _convention(sampler, convention)
     (partial,) = _as_sketch_list([partial_sketch])
     cfg = sampler.config
     max_len = cfg.max_seq_len if max_len is None else _check_n(max_len, "max_len")

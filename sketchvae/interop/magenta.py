@@ -1,0 +1,475 @@
+"""magenta-js (`@magenta/sketch`) Sketch-RNN models (`.gen.json`) <-> sketchvae checkpoints.
+
+This module is the only place that knows the format.  It reads and validates `.gen.json` files,
+converts them into `decoder`-mode `lstm` sketchvae checkpoints (`gen_json_to_checkpoint`), exports
+such checkpoints, our own trained ones included, back to `.gen.json` (`checkpoint_to_gen_json`) and
+fetches Magenta's published models (`download`).  `convert(src, dst)` picks the direction from the
+file names.
+
+The `.gen.json` format (as `@magenta/sketch` 0.2.0 reads it, `es5/sketch_rnn/model.js`)
+-------------------------------------------------------------------------------------
+One JSON array `[info, weight_dims, weight_strings]`:
+
+* `info`: an object `{"mode": 2, "version": 6, "max_seq_len": N, "name": "sheep",
+  "scale_factor": 63.0983}`.  mode 2 is the unconditional ("gen", decoder-only) model, the only one
+  magenta-js can run; version 6 is the only version published.  magenta-js uses only
+  `scale_factor`: its inputs and outputs are pixel offsets, divided by `scale_factor / pixel_factor`
+  (pixel_factor 2.0 by default, `setPixelFactor`) before the network sees them.
+* `weight_dims`: five shapes, in this order (H = LSTM units, M = mixture components, 20 in
+  magenta-js, which hard-codes `NMIXTURE = 20`):
+
+      0  output kernel          [H, 3 + 6M]   y = h @ kernel + bias
+      1  output bias            [3 + 6M]
+      2  LSTM input kernel      [5, 4H]       rows: the stroke-5 input (dx, dy, p_down, p_up, p_end)
+      3  LSTM recurrent kernel  [H, 4H]
+      4  LSTM bias              [4H]
+
+* `weight_strings`: five base64 strings, each the little-endian int16 values of one array in
+  row-major order; a weight is `10.0 * int16 / 32767` (so weights lie in [-10, 10], step 3.05e-4).
+
+The network is TensorFlow's basic LSTM cell (`tf.basicLSTMCell`, forget bias 1.0): with
+`g = [x, h] @ [[input kernel], [recurrent kernel]] + bias` split into four H-wide blocks (i, j, f, o),
+
+    c' = c * sigmoid(f + 1.0) + sigmoid(i) * tanh(j),    h' = tanh(c') * sigmoid(o),
+
+from the zero state, first input the start token (0, 0, 1, 0, 0).  The output `y` is laid out as
+`[3 pen logits | pi | mu_x | mu_y | sigma_x | sigma_y | rho]` (M each): pi and pen through a softmax,
+sigma = exp(.), rho = tanh(.) - the same layout as `SketchRNN.output` (`split_output`), so the output
+layer maps over unchanged (transposed).
+
+The mapping onto `nn.LSTM` (gate order i, f, g, o; two bias vectors):
+
+    weight_ih = input kernel^T with its gate blocks reordered (i, j, f, o) -> (i, f, j, o)
+    weight_hh = recurrent kernel^T, reordered the same way
+    bias_ih   = bias, reordered;   bias_hh = 1.0 on the forget block, 0 elsewhere (the forget bias)
+
+Keeping the forget bias in `bias_hh` (not added into `bias_ih`) makes the way back exact: for a
+converted model `bias_hh - 1.0` is exactly 0, the exported bias is `bias_ih` itself, and the
+float32 weights `10 * q / 32767` quantise back to the same int16 q, so `.gen.json -> .pt -> .gen.json`
+gives the same weight strings bit for bit (tested).  For our own trained models the exported bias
+is `bias_ih + bias_hh - 1.0` on the forget block, and every weight is rounded to the int16 grid
+(error <= 1.5e-4), which is all the format can hold.
+
+A converted checkpoint keeps `scale_factor` (so samples come out in Quick, Draw! units like every
+other checkpoint), `max_seq_len` (the config's, the sampler's default length), the name (as its
+one class name and in `extra["magenta"]`), the whole `info` object (`extra["magenta"]["info"]`, so
+the export writes it back unchanged) and `extra["temperature_convention"] = "magenta-js"`, so that
+a temperature means what it means in the magenta-js demos (see `sketchvae.distributions`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import binascii
+import difflib
+import json
+import math
+import numbers
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GEN_JSON_SUFFIX = ".gen.json"
+SUPPORTED_VERSIONS = (6,)
+GEN_MODE = 2  # info["mode"] of decoder-only ("gen") models, the only kind magenta-js runs
+MAX_WEIGHT = 10.0  # a weight is MAX_WEIGHT * int16 / INT16_SCALE
+INT16_SCALE = 32767
+FORGET_BIAS = 1.0  # tf.basicLSTMCell's forget bias, as magenta-js passes it
+MAGENTA_JS_MIXTURES = 20  # @magenta/sketch 0.2.0 hard-codes NMIXTURE = 20
+CONVENTION = "magenta-js"  # the temperature convention stored in converted checkpoints
+WEIGHT_NAMES = ("output kernel", "output bias", "LSTM input kernel", "LSTM recurrent kernel", "LSTM bias")
+
+DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw-models/sketchRNN/large_models"
+BASE_URL_ENV = "SKETCHVAE_MAGENTA_URL"
+DIR_ENV = "SKETCHVAE_MAGENTA_DIR"
+
+# The models Magenta lists for @magenta/sketch (its README, "Pre-trained models"): Quick, Draw!
+# classes with spaces written as underscores, and a few trained on several classes (catpig, ...).
+MAGENTA_MODELS = (
+    "alarm_clock", "ambulance", "angel", "ant", "antyoga", "backpack", "barn", "basket", "bear", "bee",
+    "beeflower", "bicycle", "bird", "book", "brain", "bridge", "bulldozer", "bus", "butterfly", "cactus",
+    "calendar", "castle", "cat", "catbus", "catpig", "chair", "couch", "crab", "crabchair",
+    "crabrabbitfacepig", "cruise_ship", "diving_board", "dog", "dogbunny", "dolphin", "duck", "elephant",
+    "elephantpig", "eye", "face", "fan", "fire_hydrant", "firetruck", "flamingo", "flower", "floweryoga",
+    "frog", "frogsofa", "garden", "hand", "hedgeberry", "hedgehog", "helicopter", "kangaroo", "key",
+    "lantern", "lighthouse", "lion", "lionsheep", "lobster", "map", "mermaid", "monapassport", "monkey",
+    "mosquito", "octopus", "owl", "paintbrush", "palm_tree", "parrot", "passport", "peas", "penguin", "pig",
+    "pigsheep", "pineapple", "pool", "postcard", "power_outlet", "rabbit", "rabbitturtle", "radio",
+    "radioface", "rain", "rhinoceros", "rifle", "roller_coaster", "sandwich", "scorpion", "sea_turtle",
+    "sheep", "skull", "snail", "snowflake", "speedboat", "spider", "squirrel", "steak", "stove",
+    "strawberry", "swan", "swing_set", "the_mona_lisa", "tiger", "toothbrush", "toothpaste", "tractor",
+    "trombone", "truck", "whale", "windmill", "yoga", "yogabicycle", "everything",
+)
+
+
+class MagentaFormatError(ValueError):
+    """A `.gen.json` file (or a checkpoint to export) the format cannot describe; the message names
+    the file and what is wrong."""
+
+
+# ------------------------------------------------------------------------------------------ the file
+@dataclass
+class GenJson:
+    """A parsed `.gen.json`: `info` (dict, key order kept), `dims` (five shapes) and `weights` (five
+    int16 arrays of those shapes: the exact file content)."""
+
+    info: dict
+    dims: list[list[int]]
+    weights: list[np.ndarray]
+
+    @property
+    def hidden(self) -> int:
+        return self.dims[0][0]
+
+    @property
+    def num_mixture(self) -> int:
+        return (self.dims[1][0] - 3) // 6
+
+    def floats(self) -> list[np.ndarray]:
+        """The weights as magenta-js computes them: float32(10.0 * q / 32767) (in float64, rounded once)."""
+        return [dequantize(q) for q in self.weights]
+
+    def to_json(self) -> list:
+        strings = [base64.b64encode(q.astype("<i2", copy=False).tobytes()).decode("ascii") for q in self.weights]
+        return [self.info, [list(d) for d in self.dims], strings]
+
+    def dumps(self) -> str:
+        """The file text, formatted as Magenta's own files (no spaces, a final newline)."""
+        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def dequantize(q: np.ndarray) -> np.ndarray:
+    """int16 -> float32 weights, 10 * q / 32767 as magenta-js computes it (float64, then float32)."""
+    return (MAX_WEIGHT * q.astype(np.float64) / INT16_SCALE).astype(np.float32)
+
+
+def quantize(w: np.ndarray) -> np.ndarray:
+    """float weights in [-10, 10] -> int16 q = round(w * 32767 / 10) (exact inverse of `dequantize`)."""
+    q = np.rint(np.asarray(w, dtype=np.float64) * (INT16_SCALE / MAX_WEIGHT))
+    return np.clip(q, -INT16_SCALE, INT16_SCALE).astype(np.int16)
+
+
+def _fail(where, message: str):
+    raise MagentaFormatError(f"{where}: {message}")
+
+
+def _expected_dims(hidden: int, mixtures: int) -> list[list[int]]:
+    out = 3 + 6 * mixtures
+    return [[hidden, out], [out], [5, 4 * hidden], [hidden, 4 * hidden], [4 * hidden]]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def parse_gen_json(obj: Any, where="<.gen.json>") -> GenJson:
+    """Validate a decoded `.gen.json` value; MagentaFormatError naming `where` and the problem."""
+    if not isinstance(obj, list) or len(obj) != 3:
+        what = f"a list of {len(obj)} items" if isinstance(obj, list) else f"a JSON {type(obj).__name__}"
+        _fail(where, f"not a magenta-js .gen.json model: expected a JSON array [info, weight_dims, weight_strings], "
+                     f"got {what}")
+    info, dims, strings = obj
+    if not isinstance(info, dict):
+        _fail(where, f"info (item 0) must be a JSON object, got {type(info).__name__}")
+    for key in ("version", "scale_factor", "max_seq_len"):
+        if key not in info:
+            _fail(where, f"info has no {key!r} (it has {sorted(info)})")
+    version = info["version"]
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        _fail(where, f"unknown .gen.json version {version!r}; sketchvae reads version "
+                     f"{', '.join(map(str, SUPPORTED_VERSIONS))} (the version of @magenta/sketch's models)")
+    mode = info.get("mode", GEN_MODE)
+    if mode != GEN_MODE or isinstance(mode, bool):
+        _fail(where, f"info mode {mode!r} is not {GEN_MODE} (a decoder-only 'gen' model), the only kind "
+                     f"magenta-js runs and sketchvae converts")
+    scale = info["scale_factor"]
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale <= 0:
+        _fail(where, f"info scale_factor={scale!r} must be a finite number > 0")
+    if not _is_int(info["max_seq_len"]) or info["max_seq_len"] < 1:
+        _fail(where, f"info max_seq_len={info['max_seq_len']!r} must be an integer >= 1")
+    if "name" in info and not isinstance(info["name"], str):
+        _fail(where, f"info name={info['name']!r} must be a string")
+    if (not isinstance(dims, list) or len(dims) != 5
+            or not all(isinstance(d, list) and d and all(_is_int(v) and v > 0 for v in d) for d in dims)):
+        _fail(where, f"weight_dims (item 1) must be five lists of positive integers ({', '.join(WEIGHT_NAMES)}), "
+                     f"got {json.dumps(dims)[:200]}")
+    if len(dims[0]) != 2 or len(dims[1]) != 1:
+        _fail(where, f"weight_dims {dims}: the output kernel must be [H, 3 + 6M] and its bias [3 + 6M]")
+    hidden, out = dims[0]
+    if out < 9 or (out - 3) % 6:
+        _fail(where, f"weight_dims {dims}: output width {out} is not 3 + 6M (3 pen logits, 6 per component)")
+    want = _expected_dims(hidden, (out - 3) // 6)
+    if dims != want:
+        _fail(where, f"weight_dims {dims} do not fit together: with {hidden} LSTM units and {(out - 3) // 6} "
+                     f"mixture components they must be {want}")
+    if not isinstance(strings, list) or len(strings) != 5 or not all(isinstance(s, str) for s in strings):
+        _fail(where, "weight_strings (item 2) must be a list of five base64 strings")
+    weights = []
+    for k, (s, shape) in enumerate(zip(strings, dims)):
+        try:
+            raw = base64.b64decode(s, validate=True)
+        except (binascii.Error, ValueError) as err:
+            _fail(where, f"weight {k} ({WEIGHT_NAMES[k]}) is not valid base64 ({err})")
+        count = int(np.prod(shape))
+        if len(raw) != 2 * count:
+            _fail(where, f"weight {k} ({WEIGHT_NAMES[k]}) holds {len(raw)} bytes ({len(raw) / 2:g} int16 values) "
+                         f"but its dims {shape} need {count} values ({2 * count} bytes)")
+        weights.append(np.frombuffer(raw, dtype="<i2").astype(np.int16).reshape(shape))
+    return GenJson(dict(info), [list(d) for d in dims], weights)
+
+
+def read_gen_json(path) -> GenJson:
+    """Read and validate a `.gen.json` file; MagentaFormatError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        _fail(path, "no such file")
+    if path.is_dir():
+        _fail(path, "is a folder, not a .gen.json file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        _fail(path, f"not a JSON text file (byte {err.start} is not UTF-8); a .gen.json model is JSON")
+    except OSError as err:
+        _fail(path, f"cannot read: {err.strerror or err}")
+    if not text.strip():
+        _fail(path, "is empty")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        hint = " (the file ends early: truncated?)" if err.pos >= len(text.rstrip()) else ""
+        _fail(path, f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}{hint}")
+    except RecursionError:
+        _fail(path, "not a .gen.json model: JSON nested too deeply")
+    return parse_gen_json(obj, path)
+
+
+# ------------------------------------------------------------------------------------------ to sketchvae
+def _tf_to_torch_gates(a: np.ndarray, hidden: int) -> np.ndarray:
+    """Reorder the last axis' gate blocks from TensorFlow's (i, j, f, o) to nn.LSTM's (i, f, g=j, o).
+    The permutation swaps blocks 1 and 2, so it is its own inverse."""
+    i, j, f, o = (a[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    return np.concatenate([i, f, j, o], axis=-1)
+
+
+def to_checkpoint(gen: GenJson, source: str | None = None) -> dict:
+    """The pieces of a sketchvae checkpoint for a parsed `.gen.json`: keyword arguments of
+    `sketchvae.checkpoint.save_checkpoint` (kind, config, model state dict, class_names, scale_factor,
+    extra).  Mode "decoder", cell "lstm"; see the module docstring for the mapping."""
+    import torch
+
+    from sketchvae.models.sketch_rnn import SketchRNNConfig
+
+    hidden, mixtures = gen.hidden, gen.num_mixture
+    w_out, b_out, k_x, k_h, bias = gen.floats()
+    name = gen.info.get("name") or (Path(source).name.removesuffix(GEN_JSON_SUFFIX) if source else "magenta")
+    config = SketchRNNConfig(mode="decoder", cell="lstm", dec_rnn_size=hidden, num_mixture=mixtures,
+                             max_seq_len=int(gen.info["max_seq_len"]))
+    forget = np.zeros(4 * hidden, np.float32)
+    forget[hidden:2 * hidden] = FORGET_BIAS  # torch order (i, f, g, o): block 1 is the forget gate
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    state = {
+        "decoder_rnn.weight_ih_l0": t(_tf_to_torch_gates(k_x, hidden).T),  # (4H, 5)
+        "decoder_rnn.weight_hh_l0": t(_tf_to_torch_gates(k_h, hidden).T),  # (4H, H)
+        "decoder_rnn.bias_ih_l0": t(_tf_to_torch_gates(bias, hidden)),  # (4H,)
+        "decoder_rnn.bias_hh_l0": t(forget),  # (4H,) the forget bias, kept apart for an exact way back
+        "output.weight": t(w_out.T),  # (3 + 6M, H)
+        "output.bias": t(b_out),  # (3 + 6M,)
+    }
+    extra = {
+        "temperature_convention": CONVENTION,
+        "magenta": {"name": name, "max_seq_len": int(gen.info["max_seq_len"]), "info": dict(gen.info),
+                    "source": Path(source).name if source else None},
+    }
+    return {"kind": "sketch_rnn", "config": config, "model": state, "class_names": [name],
+            "scale_factor": float(gen.info["scale_factor"]), "extra": extra}
+
+
+def gen_json_to_checkpoint(src, dst) -> Path:
+    """Convert a `.gen.json` file into a sketchvae checkpoint `dst` (written atomically)."""
+    from sketchvae.checkpoint import build_model, save_checkpoint
+
+    gen = read_gen_json(src)
+    pieces = to_checkpoint(gen, str(src))
+    # Build the model once so a file that cannot become a SketchRNN fails here, not at load time.
+    build_model({"kind": "sketch_rnn", "config": dataclasses.asdict(pieces["config"]), "model": pieces["model"]}, src)
+    return save_checkpoint(dst, **pieces)
+
+
+# ------------------------------------------------------------------------------------------ from sketchvae
+def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> GenJson:
+    """A `GenJson` for a loaded sketchvae checkpoint (`load_checkpoint`), or MagentaFormatError with
+    one line saying why the format cannot hold the model."""
+    from sketchvae.checkpoint import build_model
+
+    if ckpt.get("kind") != "sketch_rnn":
+        _fail(where, f"holds a {ckpt.get('kind')!r} model; only Sketch-RNN models can be exported to .gen.json")
+    model = build_model(ckpt, where)
+    cfg = model.config
+    if cfg.mode != "decoder":
+        _fail(where, f"mode {cfg.mode!r} has an encoder and a latent z; a .gen.json holds only decoder-only "
+                     f"(unconditional) models: train one with --mode decoder")
+    if cfg.cell != "lstm":
+        _fail(where, f"cell {cfg.cell!r}: magenta-js runs a plain (basic) LSTM, which cannot express a "
+                     f"layer-norm LSTM; train with --cell lstm")
+    if cfg.num_mixture != MAGENTA_JS_MIXTURES:
+        _fail(where, f"num_mixture={cfg.num_mixture}: @magenta/sketch 0.2.0 reads exactly {MAGENTA_JS_MIXTURES} "
+                     f"mixture components")
+    hidden = cfg.dec_rnn_size
+    sd = {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
+    forget = np.zeros(4 * hidden)
+    forget[hidden:2 * hidden] = FORGET_BIAS
+    arrays = {
+        "output kernel": sd["output.weight"].T,
+        "output bias": sd["output.bias"],
+        "LSTM input kernel": _tf_to_torch_gates(sd["decoder_rnn.weight_ih_l0"].T, hidden),
+        "LSTM recurrent kernel": _tf_to_torch_gates(sd["decoder_rnn.weight_hh_l0"].T, hidden),
+        # bias_hh - 1.0 on the forget block is exactly 0 for a converted model (module docstring).
+        "LSTM bias": _tf_to_torch_gates(sd["decoder_rnn.bias_ih_l0"] + (sd["decoder_rnn.bias_hh_l0"] - forget),
+                                        hidden),
+    }
+    bad = {k: (int(np.sum(~(np.abs(a) <= MAX_WEIGHT))), float(np.max(np.abs(a)))) for k, a in arrays.items()}
+    count = sum(c for c, _ in bad.values())
+    if count:
+        worst = max(bad, key=lambda k: bad[k][1])
+        _fail(where, f"{count} weight(s) lie outside the .gen.json range [-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}] "
+                     f"(largest |w| = {bad[worst][1]:.6g}, in the {worst}); the format cannot hold them")
+    extra = ckpt.get("extra") if isinstance(ckpt.get("extra"), dict) else {}
+    meta = extra.get("magenta") if isinstance(extra.get("magenta"), dict) else {}
+    names = ckpt.get("class_names") or []
+    name = name or meta.get("name") or (names[0] if len(names) == 1 else None) or "sketchvae"
+    scale = float(ckpt.get("scale_factor", 1.0))
+    info = dict(meta["info"]) if isinstance(meta.get("info"), dict) else {}  # a converted model's own, in order
+    info.update(mode=GEN_MODE, version=SUPPORTED_VERSIONS[-1], max_seq_len=cfg.max_seq_len, name=name)
+    if info.get("scale_factor") != scale:
+        info["scale_factor"] = scale
+    weights = [quantize(a) for a in arrays.values()]
+    dims = _expected_dims(hidden, cfg.num_mixture)
+    return GenJson(info, dims, [w.reshape(d) for w, d in zip(weights, dims)])
+
+
+def checkpoint_to_gen_json(src, dst, name: str | None = None) -> Path:
+    """Export a `decoder`-mode `lstm` sketchvae checkpoint to `.gen.json` `dst` (written atomically)."""
+    from sketchvae.checkpoint import load_checkpoint
+    from sketchvae.runtime import atomic_write
+
+    gen = from_checkpoint(load_checkpoint(src), src, name)
+    text = gen.dumps()
+    return atomic_write(dst, lambda tmp: Path(tmp).write_text(text, encoding="ascii"))
+
+
+def _kind(path) -> str:
+    name = Path(path).name.lower()
+    if name.endswith(GEN_JSON_SUFFIX) or name.endswith(".json"):
+        return "gen.json"
+    if name.endswith(".pt") or name.endswith(".pth"):
+        return "pt"
+    return "?"
+
+
+def convert(src, dst, name: str | None = None) -> Path:
+    """`X.gen.json -> Y.pt` or `X.pt -> Y.gen.json`, the direction from the file names; ValueError
+    when the names do not say one of them.  `name`: the model name written into an exported
+    .gen.json (default: a converted model's own, else the checkpoint's single class name)."""
+    a, b = _kind(src), _kind(dst)
+    if a == "gen.json" and b == "pt":
+        if name is not None:
+            raise ValueError("a model name applies only when writing a .gen.json (the .pt keeps the file's own)")
+        return gen_json_to_checkpoint(src, dst)
+    if a == "pt" and b == "gen.json":
+        return checkpoint_to_gen_json(src, dst, name)
+    raise ValueError(f"cannot tell what to convert from the file names {Path(src).name!r} -> {Path(dst).name!r}: "
+                     f"use NAME.gen.json -> NAME.pt (magenta-js to sketchvae) or NAME.pt -> NAME.gen.json "
+                     f"(sketchvae to magenta-js)")
+
+
+# ------------------------------------------------------------------------------------------ downloads
+def resolve_model_name(name: str) -> str:
+    """Magenta's spelling of a model name ("Sea Turtle" -> "sea_turtle"); ValueError with close matches."""
+    key = "_".join(name.replace("-", " ").replace("_", " ").split()).lower()
+    if key in MAGENTA_MODELS:
+        return key
+    close = difflib.get_close_matches(key, MAGENTA_MODELS, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(f"unknown Magenta model {name!r}{hint}; the {len(MAGENTA_MODELS)} models are: "
+                     + ", ".join(MAGENTA_MODELS))
+
+
+def base_url(override: str | None = None) -> str:
+    """The server: `override`, else ``$SKETCHVAE_MAGENTA_URL``, else Magenta's `large_models` folder."""
+    return (override or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def model_url(name: str, base: str | None = None) -> str:
+    return f"{base_url(base)}/{urllib.parse.quote(name)}{GEN_JSON_SUFFIX}"
+
+
+def default_dir() -> Path:
+    """Where downloaded models go: ``$SKETCHVAE_MAGENTA_DIR``, else the repository's `checkpoints/magenta/`."""
+    from sketchvae.checkpoint import shipped_checkpoints_dir
+
+    env = os.environ.get(DIR_ENV)
+    return Path(env) if env else shipped_checkpoints_dir() / "magenta"
+
+
+@dataclass
+class Fetched:
+    """One model handled by `download`."""
+
+    name: str
+    gen_json: Path
+    checkpoint: Path
+    downloaded: bool  # False: the .gen.json was already there
+    converted: bool  # False: the .pt was already there
+    size: int  # bytes of the .gen.json
+
+
+def _verify(path: Path) -> None:
+    from sketchvae.data.formats import DataError
+
+    try:
+        read_gen_json(path)
+    except MagentaFormatError as err:
+        raise DataError(str(err).removeprefix(f"{path}: "), file=path, reason="bad .gen.json") from None
+
+
+def download(names, out_dir=None, *, base: str | None = None, force: bool = False, timeout: float = 60.0,
+             retries: int = 5, backoff: float = 1.0, progress: bool = False) -> list[Fetched]:
+    """Fetch Magenta's models `names` into `out_dir` (default `default_dir()`) as NAME.gen.json and
+    convert each to NAME.pt beside it.
+
+    Uses the Quick, Draw! downloader (`sketchvae.data.quickdraw.download_file`): a `.part` file resumed
+    with HTTP Range, retries, size check, the offline message, and verification (the file must parse
+    as a `.gen.json`) before it is renamed into place.  Files already there are kept unless `force`.
+    """
+    from sketchvae.data.quickdraw import download_file
+
+    resolved = [resolve_model_name(n) for n in names]
+    if not resolved:
+        raise ValueError("no model names given")
+    out_dir = Path(out_dir) if out_dir is not None else default_dir()
+    out = []
+    for name in dict.fromkeys(resolved):
+        src = out_dir / f"{name}{GEN_JSON_SUFFIX}"
+        dst = out_dir / f"{name}.pt"
+        downloaded = converted = False
+        if force or not src.exists():
+            if src.exists():
+                src.unlink()
+            download_file(model_url(name, base), src, timeout=timeout, retries=retries, backoff=backoff,
+                          verify=_verify, progress=progress, desc=src.name)
+            downloaded = True
+        if downloaded or not dst.exists():
+            gen_json_to_checkpoint(src, dst)
+            converted = True
+        out.append(Fetched(name, src, dst, downloaded, converted, src.stat().st_size))
+    return out
+
+
+__all__ = ["GenJson", "MagentaFormatError", "read_gen_json", "parse_gen_json", "to_checkpoint", "from_checkpoint",
+           "gen_json_to_checkpoint", "checkpoint_to_gen_json", "convert", "quantize", "dequantize", "download",
+           "resolve_model_name", "model_url", "default_dir", "MAGENTA_MODELS", "CONVENTION"]

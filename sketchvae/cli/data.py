@@ -74,10 +74,17 @@ def _check_classes(names) -> list[str]:
               help="Retries (resuming) when the connection drops.")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds without data before a connection counts as dropped.")
-@click.option("--list", "list_classes", is_flag=True, help="Print the 345 class names and exit.")
+@click.option("--list", "list_classes", is_flag=True, help="Print the 345 class names (with --magenta: Magenta's "
+              "models) and exit.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
-def download(classes, data_dir, ndjson, no_npz, base_url, force, retries, timeout, list_classes, progress):
-    """Download Quick, Draw! classes (official Sketch-RNN .npz files).
+@click.option("--magenta", is_flag=True, help="Download Magenta's pretrained Sketch-RNN models (magenta-js .gen.json) "
+              "instead of data, and convert each to a checkpoint NAME.pt for sample / complete.")
+@click.option("--models-dir", default=None, type=click.Path(file_okay=False),
+              help="With --magenta: folder for NAME.gen.json and NAME.pt  [default: $SKETCHVAE_MAGENTA_DIR, else "
+                   "checkpoints/magenta/ in the repository]")
+def download(classes, data_dir, ndjson, no_npz, base_url, force, retries, timeout, list_classes, progress, magenta,
+             models_dir):
+    """Download Quick, Draw! classes (official Sketch-RNN .npz files), or with --magenta Magenta's models.
 
     Each .npz holds 70000 / 2500 / 2500 train / valid / test sketches of one class.
 
@@ -92,7 +99,15 @@ def download(classes, data_dir, ndjson, no_npz, base_url, force, retries, timeou
       sketchvae download cat --ndjson                 # also the simplified ndjson
       sketchvae download --list                       # the 345 class names
       SKETCHVAE_QUICKDRAW_URL=http://mirror/quickdraw sketchvae download cat
+
+    
+    Magenta's pretrained models (unconditional, one class each; Apache-2.0, trained on Quick, Draw!):
+      sketchvae download --magenta sheep cat "sea turtle"   # -> checkpoints/magenta/sheep.pt, ...
+      sketchvae sample checkpoints/magenta/sheep.pt -n 16 -o sheep.svg
+      sketchvae download --magenta --list                  # the model names
     """
+    if magenta:
+        return _download_magenta(classes, models_dir, base_url, force, retries, timeout, list_classes, progress)
     from sketchvae.data.quickdraw import CLASS_NAMES, download as fetch
 
     if list_classes:
@@ -115,6 +130,38 @@ def download(classes, data_dir, ndjson, no_npz, base_url, force, retries, timeou
         new += f.downloaded
         click.echo(f"{f.cls}: {f.path} ({_size(f.size)}, {what})")
     click.echo(f"{new} file(s) downloaded, {len(fetched) - new} already there, in {data_dir}")
+
+
+def _download_magenta(names, models_dir, base_url, force, retries, timeout, list_models, progress) -> None:
+    from sketchvae.interop import magenta as M
+
+    if list_models:
+        for name in M.MAGENTA_MODELS:
+            click.echo(name)
+        return
+    if not names:
+        raise click.UsageError("give at least one model name, e.g. `sketchvae download --magenta sheep` (see --list)")
+    problems = []
+    for name in names:
+        try:
+            M.resolve_model_name(name)
+        except ValueError as err:
+            problems.append(str(err).split(";")[0])
+    if problems:
+        raise click.UsageError(f"{'; '.join(problems)}. `sketchvae download --magenta --list` shows all "
+                               f"{len(M.MAGENTA_MODELS)}")
+    folder = models_dir or M.default_dir()
+    try:
+        fetched = M.download(names, folder, base=base_url, force=force, timeout=timeout, retries=retries,
+                             progress=progress)
+    except (ValueError, OSError) as err:  # DownloadError / MagentaFormatError / CheckpointError are ValueErrors
+        _fail(err)
+    for f in fetched:
+        what = "downloaded" if f.downloaded else "already there"
+        conv = "converted to" if f.converted else "checkpoint already there:"
+        click.echo(f"{f.name}: {f.gen_json} ({_size(f.size)}, {what}); {conv} {f.checkpoint}")
+    click.echo(f"{sum(f.downloaded for f in fetched)} model(s) downloaded, in {folder}; draw with "
+               f"`sketchvae sample {fetched[0].checkpoint} -o {fetched[0].name}.svg`")
 
 
 # --------------------------------------------------------------------------------------------------

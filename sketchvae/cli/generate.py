@@ -146,6 +146,10 @@ class _Bar:
 
 
 def _common(func):
+    func = click.option("--convention", type=click.Choice(["paper", "magenta", "magenta-js"]), default=None,
+                        help="What -t means: paper (Ha & Eck eq. 8), magenta (sigma * tau) or magenta-js (pi and "
+                             "pen softmax at 0.5 + tau/2) [default: the checkpoint's own: paper for sketchvae "
+                             "models, magenta-js for converted Magenta models].")(func)
     func = click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")(func)
     func = click.option("--max-len", type=_COUNT, default=None,
                         help="Most points per sketch [default: the model's max_seq_len].")(func)
@@ -170,13 +174,15 @@ def _done(path, what: str) -> None:
 @click.option("--color-by-order", is_flag=True, help="Colour strokes by drawing order.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: for n >= 256].")
 @_common
-def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature, greedy, seed, max_len, device):
+def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature, greedy, seed, max_len, device,
+           convention):
     """Draw N new sketches from CKPT (default: the shipped checkpoints/sheep.pt) into an SVG grid.
 
     \b
     Examples:
       sketchvae sample -n 16 -o sheep.svg
       sketchvae sample runs/catpig/best.pt --class cat -n 64 -t 0.2 --seed 1 -o cats.svg
+      sketchvae sample checkpoints/magenta/sheep.pt -t 0.45 -o magenta_sheep.svg   # see `download --magenta`
     """
     from sketchvae import render
     from sketchvae import sample as S
@@ -185,7 +191,7 @@ def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature
     bar = _Bar(n, n >= 256 if progress is None else progress, "sample")
     try:
         sketches = S.sample(sampler, n, temperature, classes=class_name, greedy=greedy, max_len=max_len, seed=seed,
-                            progress=bar)
+                            progress=bar, convention=convention)
         render.grid_svg(sketches, cols=cols, path=out, color_by_order=color_by_order)
     except ValueError as err:
         _fail(err)
@@ -203,7 +209,7 @@ def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature
 @click.option("-n", "n", type=_COUNT, default=1, show_default=True, help="Reconstructions per sketch.")
 @click.option("--class", "class_name", default=None, help="Class (class-conditional models; default: the sketch's).")
 @_common
-def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greedy, seed, max_len, device):
+def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greedy, seed, max_len, device, convention):
     """Encode sketches of DATA and decode them again: one row per sketch, the original first.
 
     DATA: .npz (Sketch-RNN), .ndjson (Quick, Draw!) or a prepared .h5 cache.
@@ -213,13 +219,16 @@ def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greed
 
     indices = _parse_indices(index)
     sampler = _load(ckpt, device)
+    if not sampler.config.conditional:
+        raise click.ClickException(f"{ckpt}: this model (mode 'decoder') is unconditional: it has no encoder, so "
+                                   f"it cannot reconstruct a given sketch; use `sketchvae complete` to continue one")
     items = read_sketches(data, indices, split)
     sketches, captions = [], []
     try:
         for i, (s3, word) in zip(indices, items):
             cls = _class_for(sampler, word, class_name)
             recs = S.reconstruct(sampler, [s3], n, temperature, classes=cls, greedy=greedy, seed=seed,
-                                 max_len=max_len)[0]
+                                 max_len=max_len, convention=convention)[0]
             sketches += [s3] + recs
             captions += [f"#{i} original"] + [f"#{i} recon" + (f" {k + 1}" if n > 1 else "") for k in range(n)]
         render.grid_svg(sketches, cols=n + 1, captions=captions, path=out)
@@ -240,7 +249,7 @@ def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greed
 @click.option("--class", "class_name", default=None, help="Class (class-conditional models; default: the sketch's).")
 @_common
 def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out, temperature, greedy, seed,
-                max_len, device):
+                max_len, device, convention):
     """Decode a strip of latent vectors between two sketches of DATA (their posterior means).
 
     Every step uses the same random draws, so only z changes along the strip.
@@ -252,7 +261,8 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
 
     sampler = _load(ckpt, device)
     if not sampler.config.conditional:
-        raise click.ClickException("this model (mode 'decoder') has no latent space to interpolate in")
+        raise click.ClickException(f"{ckpt}: this model (mode 'decoder') is unconditional: it has no encoder and "
+                                   f"no latent space to interpolate in; use a 'vae' or 'class_vae' checkpoint")
     (a, word_a), (b, word_b) = read_sketches(data, [i_from, i_to], split)
     try:
         cls_a = _class_for(sampler, word_a, class_name)
@@ -265,7 +275,7 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
         noise = one.expand(length, steps, 4)  # the same draws for every step of the strip
         middle = [cls_a if k < steps / 2 else cls_b for k in range(steps)] if cls_a is not None else None
         strip = S.sample(sampler, steps, temperature, z=zs, classes=middle, greedy=greedy, max_len=length,
-                         noise=noise)
+                         noise=noise, convention=convention)
         captions = [f"#{i_from}"] + [f"t={k / (steps - 1):.2f}" for k in range(steps)] + [f"#{i_to}"]
         render.interpolation_svg([a] + strip + [b], path=out, captions=captions)
     except ValueError as err:
@@ -287,10 +297,12 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
               help="z from encoding the kept strokes (one posterior draw per completion) or from the prior.")
 @_common
 def complete(ckpt, partial, index, keep, n, split, class_name, z_source, out, temperature, greedy, seed, max_len,
-             device):
+             device, convention):
     """Keep the first strokes of a sketch of PARTIAL and let the model finish it N ways.
 
     The kept strokes are drawn in one colour, each ending in another.  PARTIAL: .ndjson, .npz or .h5.
+    Works with every model, unconditional (decoder-only) ones included: their endings come from the
+    decoder alone, which has read the kept strokes.
     """
     import numpy as np
 
@@ -308,7 +320,7 @@ def complete(ckpt, partial, index, keep, n, split, class_name, z_source, out, te
     try:
         cls = _class_for(sampler, word, class_name)
         full = S.complete(sampler, given, n, temperature, classes=cls, greedy=greedy, z_source=z_source, seed=seed,
-                          max_len=max_len)
+                          max_len=max_len, convention=convention)
         render.completion_svg(given, [f[len(given):] for f in full], path=out)
     except ValueError as err:
         _fail(err)

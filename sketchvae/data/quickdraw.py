@@ -155,10 +155,10 @@ class DownloadError(ValueError):
     """
 
 
-def _offline_message(url: str, reason) -> str:
+def _offline_message(url: str, reason, advice: str | None = None) -> str:
     host = urllib.parse.urlsplit(url).netloc or url
-    return (f"could not reach {host} ({reason}) for {url}; you appear to be offline; connect to the internet, "
-            f"set {BASE_URL_ENV} to a mirror, or copy the files into the data folder yourself")
+    advice = advice or f"set {BASE_URL_ENV} to a mirror, or copy the files into the data folder yourself"
+    return f"could not reach {host} ({reason}) for {url}; you appear to be offline; connect to the internet, {advice}"
 
 
 def _total_from_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -200,13 +200,14 @@ def verify_ndjson(path) -> None:
 
 def download_file(url: str, dest: str | os.PathLike, *, timeout: float = 60.0, retries: int = 5,
                   backoff: float = 1.0, verify: Callable[[Path], object] | None = None,
-                  progress: bool = False, desc: str | None = None) -> Path:
+                  progress: bool = False, desc: str | None = None, offline_advice: str | None = None) -> Path:
     """Download `url` to `dest` through ``dest.part``, resuming a partial ``.part`` with HTTP Range.
 
     A dropped connection is retried `retries` times (resuming each time, waiting `backoff` x
     attempt seconds). The size must match Content-Length (or the Content-Range total); then
     `verify(part_path)` runs (a DataError there deletes the ``.part``) and the file is renamed
     onto `dest`. Raises :class:`DownloadError`; an interrupted ``.part`` is kept for the next run.
+    `offline_advice` replaces the end of the offline message (which mirror variable, which folder).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +253,7 @@ def download_file(url: str, dest: str | os.PathLike, *, timeout: float = 60.0, r
                 reason = err.reason
                 if isinstance(reason, (socket.gaierror, ConnectionRefusedError, OSError)) and not isinstance(
                         reason, (ConnectionResetError, TimeoutError)):
-                    raise DownloadError(_offline_message(url, reason)) from None
+                    raise DownloadError(_offline_message(url, reason, offline_advice)) from None
                 retry_or_fail(str(reason))
                 continue
             except (http.client.HTTPException, ConnectionError, TimeoutError) as err:

@@ -148,10 +148,16 @@ def dequantize(q: np.ndarray) -> np.ndarray:
     return (MAX_WEIGHT * q.astype(np.float64) / INT16_SCALE).astype(np.float32)
 
 
+def _grid(w) -> np.ndarray:
+    """w on the int16 grid, as float64 (not yet range-checked): round(w * 32767 / 10)."""
+    return np.rint(np.asarray(w, dtype=np.float64) * (INT16_SCALE / MAX_WEIGHT))
+
+
 def quantize(w: np.ndarray) -> np.ndarray:
-    """float weights in [-10, 10] -> int16 q = round(w * 32767 / 10) (exact inverse of `dequantize`)."""
-    q = np.rint(np.asarray(w, dtype=np.float64) * (INT16_SCALE / MAX_WEIGHT))
-    return np.clip(q, -INT16_SCALE, INT16_SCALE).astype(np.int16)
+    """float weights in [-10, 10] -> int16 q = round(w * 32767 / 10), the exact inverse of `dequantize`
+    for every int16 (float32 keeps 24 bits; q needs 16).  Values off the int16 range are clipped:
+    `from_checkpoint` refuses such models before it gets here."""
+    return np.clip(_grid(w), -32768, 32767).astype(np.int16)
 
 
 def _fail(where, message: str):
@@ -241,7 +247,8 @@ def read_gen_json(path) -> GenJson:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        hint = " (the file ends early: truncated?)" if err.pos >= len(text.rstrip()) else ""
+        ends_early = not text.rstrip().endswith(("]", "}")) or err.pos >= len(text.rstrip())
+        hint = " (the file ends early: truncated?)" if ends_early else ""
         _fail(path, f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}{hint}")
     except RecursionError:
         _fail(path, "not a .gen.json model: JSON nested too deeply")
@@ -304,12 +311,15 @@ def gen_json_to_checkpoint(src, dst) -> Path:
 def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> GenJson:
     """A `GenJson` for a loaded sketchvae checkpoint (`load_checkpoint`), or MagentaFormatError with
     one line saying why the format cannot hold the model."""
-    from sketchvae.checkpoint import build_model
+    from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict
+    from sketchvae.models.sketch_rnn import SketchRNNConfig
 
     if ckpt.get("kind") != "sketch_rnn":
         _fail(where, f"holds a {ckpt.get('kind')!r} model; only Sketch-RNN models can be exported to .gen.json")
-    model = build_model(ckpt, where)
-    cfg = model.config
+    try:
+        cfg = config_from_dict(SketchRNNConfig, ckpt["config"])  # refuse before building a model we cannot use
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: config does not describe a Sketch-RNN: {err}") from None
     if cfg.mode != "decoder":
         _fail(where, f"mode {cfg.mode!r} has an encoder and a latent z; a .gen.json holds only decoder-only "
                      f"(unconditional) models: train one with --mode decoder")
@@ -319,6 +329,7 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> 
     if cfg.num_mixture != MAGENTA_JS_MIXTURES:
         _fail(where, f"num_mixture={cfg.num_mixture}: @magenta/sketch 0.2.0 reads exactly {MAGENTA_JS_MIXTURES} "
                      f"mixture components")
+    model = build_model(ckpt, where)
     hidden = cfg.dec_rnn_size
     sd = {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
     forget = np.zeros(4 * hidden)
@@ -332,7 +343,9 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> 
         "LSTM bias": _tf_to_torch_gates(sd["decoder_rnn.bias_ih_l0"] + (sd["decoder_rnn.bias_hh_l0"] - forget),
                                         hidden),
     }
-    bad = {k: (int(np.sum(~(np.abs(a) <= MAX_WEIGHT))), float(np.max(np.abs(a)))) for k, a in arrays.items()}
+    # Representable: on the int16 grid, i.e. [-10, 10] (and -32768 * 10 / 32767, which a file may hold).
+    bad = {k: (int(np.sum(~((_grid(a) >= -32768) & (_grid(a) <= 32767)))), float(np.max(np.abs(a))))
+           for k, a in arrays.items()}
     count = sum(c for c, _ in bad.values())
     if count:
         worst = max(bad, key=lambda k: bad[k][1])
@@ -461,7 +474,9 @@ def download(names, out_dir=None, *, base: str | None = None, force: bool = Fals
             if src.exists():
                 src.unlink()
             download_file(model_url(name, base), src, timeout=timeout, retries=retries, backoff=backoff,
-                          verify=_verify, progress=progress, desc=src.name)
+                          verify=_verify, progress=progress, desc=src.name,
+                          offline_advice=f"set {BASE_URL_ENV} to a mirror, or copy {src.name} into {out_dir} yourself "
+                                         f"(then run the command again to convert it)")
             downloaded = True
         if downloaded or not dst.exists():
             gen_json_to_checkpoint(src, dst)

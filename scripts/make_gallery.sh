@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate the pictures in checkpoints/samples/ (shown in README.md) from the shipped
 # checkpoints, with fixed seeds.  Usage: scripts/make_gallery.sh  (from the repository root)
+# Magenta's pretrained models are drawn too when present: checkpoints/magenta/NAME.pt (from
+# `sketchvae download --magenta NAME`), else converted there from $MAGENTA_MODELS/NAME.gen.json
+# (default ../shared/data/magenta_models).  checkpoints/magenta/ is git-ignored; only the SVGs are kept.
 set -euo pipefail
 OUT=checkpoints/samples
 DATA=${SKETCHRNN_DATA:-../shared/data/sketchrnn_datasets}
+MAGENTA=${MAGENTA_MODELS:-../shared/data/magenta_models}
 mkdir -p "$OUT"
 sketchvae sample -n 16 --cols 8 -t 0.4 --seed 0 -o "$OUT/sheep.svg"
 for c in aaron_sheep omniglot short_kanji; do
@@ -20,3 +24,11 @@ fi
 if [[ -f checkpoints/mnist_conv.pt ]]; then
   sketchvae mnist sample checkpoints/mnist_conv.pt -n 40 --ncol 10 --seed 0 -o "$OUT/mnist_conv.png"
 fi
+for m in sheep bird bicycle rabbit dog; do
+  if [[ ! -f "checkpoints/magenta/$m.pt" && -f "$MAGENTA/$m.gen.json" ]]; then
+    sketchvae convert "$MAGENTA/$m.gen.json" "checkpoints/magenta/$m.pt"
+  fi
+  if [[ -f "checkpoints/magenta/$m.pt" ]]; then
+    sketchvae sample "checkpoints/magenta/$m.pt" -n 8 --cols 8 -t 0.4 --seed 0 -o "$OUT/magenta_$m.svg"
+  fi
+done

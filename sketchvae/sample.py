@@ -6,6 +6,7 @@
     zs = interpolate(mu[0], mu[1], steps=10)          # slerp (default) or lerp
     strip = sample(sampler, 10, z=zs, greedy=True)
     endings = complete(sampler, partial, n=8)
+    result = analogy(sampler, a, b, c, n=4)           # decode z_a - z_b + z_c
 
 Every function takes the loaded `Sampler` (or a bare `SketchRNN`, then scale factor 1 and no class
 names).  Sketches go in and come out as stroke-3 arrays (n, 3) = (dx, dy, pen_lifted) in the
@@ -108,6 +109,9 @@ class Sampler:
 
     def mean_latent(self, sketches, **kw):
         return mean_latent(self, sketches, **kw)
+
+    def analogy(self, a, b, c, **kw):
+        return analogy(self, a, b, c, **kw)
 
 
 def load(path, device="cpu") -> Sampler:
@@ -570,12 +574,14 @@ def mean_latent(model, sketches, classes=None) -> Tensor:
 
 def reconstruct(model, sketches, n: int = 1, temperature: float = 0.4, *, classes=None, greedy: bool = False,
                 posterior: str = "mean", seed: int | None = None, max_len: int | None = None,
-                convention: str | None = None) -> list[list[np.ndarray]]:
+                convention: str | None = None, as_class=None) -> list[list[np.ndarray]]:
     """Encode each sketch and decode it `n` times: a list (per input sketch) of n stroke-3 arrays.
 
     posterior: "mean" decodes z = mu (the variety of the n comes from the decoder's sampling);
     "sample" draws z = mu + sigma * eps per reconstruction.  classes: the labels for "class_vae"
-    (used to encode and decode).
+    (used to encode, and to decode unless `as_class` is given).
+    as_class: "class_vae" only: decode every z with this class instead (a name or index): the
+    sketch, encoded with its own label, redrawn as another class (ValueError for other modes).
     """
     sampler = _as_sampler(model)
     n = _check_n(n)
@@ -593,11 +599,43 @@ def reconstruct(model, sketches, n: int = 1, temperature: float = 0.4, *, classe
         else:
             gen.manual_seed(int(seed))
         z = z + sigma.repeat_interleave(n, dim=0) * torch.randn(z.shape, generator=gen)
-    labels = _labels(sampler, classes, len(sketches), default_cycle=False)
-    lab = None if labels is None else labels.repeat_interleave(n).tolist()
+    if as_class is not None:
+        lab = [class_index(sampler, as_class)] * (len(sketches) * n)  # raises "not class-conditional"
+    else:
+        labels = _labels(sampler, classes, len(sketches), default_cycle=False)
+        lab = None if labels is None else labels.repeat_interleave(n).tolist()
     flat = sample(sampler, len(sketches) * n, temperature, z=z, classes=lab, greedy=greedy, max_len=max_len,
                   seed=seed, convention=convention)
     return [flat[i * n:(i + 1) * n] for i in range(len(sketches))]
+
+
+def analogy(model, a, b, c, n: int = 1, temperature: float = 0.4, *, classes=None, decode_class=None,
+            greedy: bool = False, seed: int | None = None, max_len: int | None = None,
+            convention: str | None = None) -> list[np.ndarray]:
+    """Latent vector arithmetic (as in Ha & Eck 2017's analogy figures): decode z = z_a - z_b + z_c `n` times.
+
+    a, b, c: stroke-3 sketches (original units); z_x is the posterior mean of x, so "a is to b as
+    the result is to c": what a has and b lacks, added to c.  Returns n stroke-3 arrays.
+    classes ("class_vae"): the labels to encode a, b, c with (one for all, or three); decode_class:
+    the label to decode with (default: c's).  Other modes: both must be None.
+    """
+    sampler = _as_sampler(model)
+    n = _check_n(n)
+    sketches = _as_sketch_list([a, b, c])
+    if not sampler.config.conditional:
+        raise ValueError("this model (mode 'decoder') has no encoder and no latent space for an analogy; use a "
+                         "'vae' or 'class_vae' checkpoint")
+    if classes is not None and not isinstance(classes, (str, numbers.Integral, np.integer)):
+        classes = list(classes)
+    labels = _labels(sampler, classes, 3, default_cycle=False)
+    mu, _ = encode(sampler, sketches, None if labels is None else labels.tolist())
+    z = mu[0] - mu[1] + mu[2]  # (D,)
+    if decode_class is not None:
+        dec = class_index(sampler, decode_class)  # raises "not class-conditional" for other modes
+    else:
+        dec = None if labels is None else int(labels[2])
+    return sample(sampler, n, temperature, z=z, classes=None if dec is None else [dec] * n, greedy=greedy,
+                  max_len=max_len, seed=seed, convention=convention)
 
 
 def interpolate(z_a, z_b, steps: int = 10, method: str = "slerp") -> Tensor:
@@ -690,4 +728,4 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
 
 
 __all__ = ["Sampler", "load", "sample", "sample_sequential", "draw", "encode", "mean_latent", "reconstruct",
-           "interpolate", "complete", "class_index"]
+           "analogy", "interpolate", "complete", "class_index"]

@@ -208,11 +208,19 @@ def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature
 @click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
 @click.option("-n", "n", type=_COUNT, default=1, show_default=True, help="Reconstructions per sketch.")
 @click.option("--class", "class_name", default=None, help="Class (class-conditional models; default: the sketch's).")
+@click.option("--as-class", "as_class", default=None,
+              help="Class-conditional models: encode each sketch with its own class, decode it as this one.")
 @_common
-def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greedy, seed, max_len, device, convention):
+def reconstruct(ckpt, data, index, split, n, class_name, as_class, out, temperature, greedy, seed, max_len, device,
+                convention):
     """Encode sketches of DATA and decode them again: one row per sketch, the original first.
 
     DATA: .npz (Sketch-RNN), .ndjson (Quick, Draw!) or a prepared .h5 cache.
+
+    \b
+    Examples:
+      sketchvae reconstruct checkpoints/sheep.pt aaron_sheep.npz --index 0,1,2 -n 3 -o recon.svg
+      sketchvae reconstruct checkpoints/multiclass.pt aaron_sheep.npz --index 0 --as-class short_kanji -o k.svg
     """
     from sketchvae import render
     from sketchvae import sample as S
@@ -228,9 +236,10 @@ def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greed
         for i, (s3, word) in zip(indices, items):
             cls = _class_for(sampler, word, class_name)
             recs = S.reconstruct(sampler, [s3], n, temperature, classes=cls, greedy=greedy, seed=seed,
-                                 max_len=max_len, convention=convention)[0]
+                                 max_len=max_len, convention=convention, as_class=as_class)[0]
             sketches += [s3] + recs
-            captions += [f"#{i} original"] + [f"#{i} recon" + (f" {k + 1}" if n > 1 else "") for k in range(n)]
+            what = "recon" if as_class is None else f"as {as_class}"
+            captions += [f"#{i} original"] + [f"#{i} {what}" + (f" {k + 1}" if n > 1 else "") for k in range(n)]
         render.grid_svg(sketches, cols=n + 1, captions=captions, path=out)
     except ValueError as err:
         _fail(err)
@@ -281,6 +290,53 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
     except ValueError as err:
         _fail(err)
     _done(out, f"an interpolation of {steps} steps ({method}) between #{i_from} and #{i_to}")
+
+
+# ----------------------------------------------------------------------------------------- analogy
+@main.command()
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--a", "i_a", type=click.IntRange(min=0), required=True, help="Index of sketch a in DATA.")
+@click.option("--b", "i_b", type=click.IntRange(min=0), required=True, help="Index of sketch b (subtracted).")
+@click.option("--c", "i_c", type=click.IntRange(min=0), required=True, help="Index of sketch c (added to a - b).")
+@click.option("-n", "n", type=_COUNT, default=4, show_default=True, help="Sketches decoded from z_a - z_b + z_c.")
+@click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
+@click.option("--class", "class_name", default=None,
+              help="Class to encode a, b, c with (class-conditional models; default: each sketch's own).")
+@click.option("--as-class", "as_class", default=None,
+              help="Class to decode the result as (class-conditional models; default: c's).")
+@_common
+def analogy(ckpt, data, i_a, i_b, i_c, n, split, class_name, as_class, out, temperature, greedy, seed, max_len,
+            device, convention):
+    """Latent arithmetic: decode z_a - z_b + z_c (posterior means of three sketches of DATA).
+
+    "a is to b as the result is to c": what sketch a has and b lacks, added to c.  One row: a, b,
+    c, then N decodings.  Needs an encoder ('vae' or 'class_vae' model).
+
+    \b
+    Examples:
+      sketchvae analogy checkpoints/sheep.pt aaron_sheep.npz --a 3 --b 7 --c 12 -o analogy.svg
+      sketchvae analogy checkpoints/multiclass.pt data/mix.h5 --a 0 --b 5 --c 9 --as-class omniglot -o a.svg
+    """
+    from sketchvae import render
+    from sketchvae import sample as S
+
+    sampler = _load(ckpt, device)
+    if not sampler.config.conditional:
+        raise click.ClickException(f"{ckpt}: this model (mode 'decoder') is unconditional: it has no encoder and "
+                                   f"no latent space for an analogy; use a 'vae' or 'class_vae' checkpoint")
+    items = read_sketches(data, [i_a, i_b, i_c], split)
+    try:
+        classes = [_class_for(sampler, word, class_name) for _, word in items]
+        result = S.analogy(sampler, *(s for s, _ in items), n, temperature,
+                           classes=None if classes[0] is None else classes, decode_class=as_class, greedy=greedy,
+                           seed=seed, max_len=max_len, convention=convention)
+        captions = [f"a: #{i_a}", f"b: #{i_b}", f"c: #{i_c}"] + ["a - b + c" + (f" {k + 1}" if n > 1 else "")
+                                                                 for k in range(n)]
+        render.grid_svg([s for s, _ in items] + result, cols=3 + n, captions=captions, path=out)
+    except ValueError as err:
+        _fail(err)
+    _done(out, f"{n} decodings of z_a - z_b + z_c (#{i_a} - #{i_b} + #{i_c})")
 
 
 # ----------------------------------------------------------------------------------------- complete

@@ -387,3 +387,26 @@ def test_download_magenta_offline_and_unknown_names(tmp_path):
     assert r.exit_code == 0 and "the_mona_lisa" in r.output.split()
     assert M.model_url("sea_turtle", "http://x/") == "http://x/sea_turtle.gen.json"
     assert M.model_url("sheep").startswith("https://storage.googleapis.com/quickdraw-models/sketchRNN/large_models/")
+
+
+def test_download_magenta_resumes_a_partial_file(tmp_path):
+    """An interrupted download (a .part file) continues with HTTP Range, as Quick, Draw! downloads do."""
+    from test_quickdraw import _Handler  # the Range-capable test server of the Quick, Draw! downloader
+
+    body = make_gen(name="sheep").dumps().encode()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.files, srv.requests, srv.drop_first, srv.ranges = {"/m/sheep.gen.json": body}, [], {}, True
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "models"
+        out.mkdir()
+        (out / "sheep.gen.json.part").write_bytes(body[:1000])
+        fetched = M.download(["sheep"], out, base=f"http://127.0.0.1:{srv.server_address[1]}/m", backoff=0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert srv.requests == [{"path": "/m/sheep.gen.json", "range": "bytes=1000-"}]
+    assert (out / "sheep.gen.json").read_bytes() == body and not (out / "sheep.gen.json.part").exists()
+    assert fetched[0].downloaded and fetched[0].converted and load(out / "sheep.pt").class_names == ["sheep"]

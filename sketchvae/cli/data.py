@@ -68,7 +68,8 @@ def _check_classes(names) -> list[str]:
 @click.option("--no-npz", is_flag=True, help="Skip the Sketch-RNN .npz files (use with --ndjson).")
 @click.option("--base-url", metavar="URL", default=None,
               help="Server or mirror to download from  [default: $SKETCHVAE_QUICKDRAW_URL, else "
-                   "https://storage.googleapis.com/quickdraw_dataset]")
+                   "https://storage.googleapis.com/quickdraw_dataset; with --magenta: $SKETCHVAE_MAGENTA_URL, else "
+                   "https://storage.googleapis.com/quickdraw-models/sketchRNN/large_models]")
 @click.option("--force", is_flag=True, help="Download again even if the file is already there.")
 @click.option("--retries", default=5, show_default=True, type=click.IntRange(0),
               help="Retries (resuming) when the connection drops.")

@@ -6,6 +6,8 @@ Magenta's published models and converts them with the same code.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from sketchvae.cli import main
@@ -40,4 +42,14 @@ def convert(src, dst, name):
         out = run(src, dst, name)
     except (MagentaFormatError, CheckpointError, ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"wrote {out}")
+    if str(out).lower().endswith((".pt", ".pth")):
+        from sketchvae.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(out)
+        cfg = ckpt["config"]
+        click.echo(f"wrote {out}: decoder-only Sketch-RNN, {cfg['dec_rnn_size']} LSTM units, {cfg['num_mixture']} "
+                   f"mixture components, scale factor {ckpt['scale_factor']:g}, max length {cfg['max_seq_len']}, "
+                   f"temperature convention {ckpt['extra'].get('temperature_convention', 'paper')}")
+        click.echo(f"draw with: sketchvae sample {out} -n 16 -o {Path(out).stem}.svg")
+    else:
+        click.echo(f"wrote {out} (@magenta/sketch .gen.json; weights rounded to the format's 16-bit grid)")

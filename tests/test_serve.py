@@ -378,6 +378,34 @@ def test_a_slow_sampling_call_does_not_block_the_others(served, monkeypatch):
             assert pending.result().status_code == 200
 
 
+def test_requests_abandoned_while_waiting_for_a_worker_are_not_sampled(served, monkeypatch):
+    import httpx
+
+    release, started = threading.Event(), threading.Event()
+    calls = []
+    real = served["decoder"].sample
+
+    def counted(*a, **k):
+        calls.append(k or a)
+        if len(calls) == 1:
+            started.set()
+            release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(served["decoder"], "sample", counted)
+    with ServerThread(create_app(served, workers=1)) as url:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(lambda: httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 1}, timeout=60))
+            assert started.wait(20)
+            with pytest.raises(httpx.TimeoutException):  # waits for the only worker, then gives up
+                httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 2}, timeout=0.5)
+            release.set()
+            assert first.result().status_code == 200
+        # the abandoned request never reached the model; a new one does
+        assert httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 3}, timeout=20).status_code == 200
+    assert len(calls) == 2
+
+
 # ------------------------------------------------------------------------------------------ discovery and CLI
 def test_discover_names_and_skips(ckpts, tmp_path):
     from sketchvae.checkpoint import save_checkpoint

@@ -66,10 +66,24 @@ def serve(models, host, port, device, workers):
         torch.set_num_threads(1)
     from sketchvae.serve import create_app, discover
 
+    # listen first, so that a port in use is reported before the models are loaded
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        hint = " (another program uses it; choose another with --port)" if port else ""
+        raise click.ClickException(f"cannot listen on {host}:{port}: {err.strerror or err}{hint}") from None
+    sock.listen(128)
+    bound = sock.getsockname()[1]
+
     click.echo("loading models ...", err=True)
     try:
         served, notes = discover(list(models), device=dev)
     except ValueError as err:
+        sock.close()
         raise click.ClickException(str(err)) from None
     for note in notes:
         click.echo(f"note: {note}", err=True)
@@ -82,19 +96,6 @@ def serve(models, host, port, device, workers):
     if host in LOCAL_HOSTS:
         allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]
     app = create_app(served, workers=workers, allowed_hosts=allowed)
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        hint = " (another program uses it; choose another with --port)" if port else ""
-        raise click.ClickException(f"cannot listen on {host}:{port}: {err.strerror or err}{hint}") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    bound = sock.getsockname()[1]
 
     import uvicorn
 

@@ -9,7 +9,9 @@
 Every error is JSON `{"error": "FIELD: what is wrong", "field": FIELD}` with a 4xx status (400 bad
 field, 404 unknown path, 405 wrong method, 413 body too large); an unexpected failure is a 500
 with `{"error": "internal error ..."}` and the traceback goes to the server's log only.
-Sampling runs in worker threads (at most `workers` at once), never on the event loop.
+Sampling runs in worker threads (at most `workers` at once), never on the event loop; a request whose
+client has gone away while it waited for a worker (the page cancels its request when a new stroke
+starts) is dropped without sampling.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.responses import FileResponse, JSONResponse
+    from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
@@ -110,7 +112,10 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
             try:
                 args = check(R.parse_body(await _read_body(request)))
                 model = model_named(args.pop("model"))
-                sketches = await anyio.to_thread.run_sync(functools.partial(run, model, **args), limiter=limiter)
+                async with limiter:  # wait for a free worker
+                    if await request.is_disconnected():  # the page gave up (a newer stroke): skip the work
+                        return Response(status_code=499)
+                    sketches = await anyio.to_thread.run_sync(functools.partial(run, model, **args))
             except R.RequestError as err:
                 return _error(str(err), err.status, err.field)
             except ModelError as err:

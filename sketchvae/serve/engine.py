@@ -298,7 +298,8 @@ def discover(paths, device="cpu", *, warm: bool = True):
         try:
             kind = load_checkpoint(f)["kind"]
             if kind != "sketch_rnn":
-                msg = f"{f}: a {kind!r} model, not a Sketch-RNN; serve draws with Sketch-RNN models only"
+                msg = (f"{f}: holds a model of kind {kind!r}, not a Sketch-RNN (serve draws with Sketch-RNN "
+                       f"models only)")
                 if explicit:
                     raise ValueError(msg)
                 notes.append(f"skipped {msg}")

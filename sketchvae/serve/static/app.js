@@ -284,7 +284,12 @@
     setStatus("Thinking...");
     const t0 = performance.now();
     const data = await post("suggest", "/api/complete", { ...common(), strokes, n });
-    if (!data) { ui.suggestions.classList.remove("busy"); setStatus(""); return; }
+    if (!data) {
+      ui.suggestions.classList.remove("busy");
+      setStatus("");
+      if (!ui.error.hidden) placeholder("No endings for this drawing: see the message above.");
+      return;
+    }
     const seconds = ((performance.now() - t0) / 1000).toFixed(2);
     setStatus(`${n} ending${n > 1 ? "s" : ""} in ${seconds} s from ${ui.model.value}.`);
     showSuggestions(data.sketches.map((s) => toPolylines(s, origin)), under, (polys) => {
@@ -487,7 +492,7 @@
       return;
     }
     if (!state.models.length) { showError("The server has no models."); return; }
-    ui.model.replaceChildren(...state.models.map((m) => new Option(`${m.name} (${m.mode})`, m.name)));
+    ui.model.replaceChildren(...state.models.map((m) => new Option(m.name === m.mode ? m.name : `${m.name} (${m.mode})`, m.name)));
     const preferred = state.models.find((m) => m.name === "sheep") || state.models[0];
     ui.model.value = preferred.name;
     onModelChange();

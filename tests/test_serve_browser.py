@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +56,7 @@ def app(tmp_path_factory):
     return create_app(models, workers=2)
 
 
+@pytest.mark.slow
 def test_the_page_finishes_a_drawing(app, tmp_path):
     problems = []
     with ServerThread(app) as url, sync_api.sync_playwright() as p:
@@ -106,6 +106,24 @@ def test_the_page_finishes_a_drawing(app, tmp_path):
             _stroke(page, box, [(300, 300), (350, 330), (380, 300)])
             page.locator("#error").wait_for(state="visible", timeout=10000)
             assert "limit is 2000" in page.locator("#error-text").inner_text()
+
+            # a finger draws too (pointer events of type touch; the canvas does not scroll the page)
+            touch = browser.new_context(has_touch=True, viewport={"width": 800, "height": 900}).new_page()
+            touch.on("pageerror", lambda e: problems.append(f"page error (touch): {e}"))
+            touch.goto(url + "/?seed=2")
+            touch.locator("body[data-ready=true]").wait_for(timeout=15000)
+            tb = touch.locator("#canvas").bounding_box()
+            cdp = touch.context.new_cdp_session(touch)
+            path = [(tb["x"] + tb["width"] * (0.3 + 0.02 * k), tb["y"] + tb["height"] * (0.5 - 0.01 * k * (k % 3)))
+                    for k in range(16)]
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": path[0][0],
+                                                                                         "y": path[0][1]}]})
+            for x, y in path[1:]:
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+            touch.locator("#suggestions .tile").first.wait_for(timeout=30000)
+            assert _pixels_like(touch.locator("#canvas").screenshot(), INK) > 50
+            assert touch.evaluate("window.scrollY") == 0
         finally:
             browser.close()
     assert not [p for p in problems if "400" not in p], problems

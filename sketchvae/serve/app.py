@@ -105,8 +105,8 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
             raise R.RequestError("model", f"unknown model {name!r}; this server has: {', '.join(models)}")
         return models[name]
 
-    def endpoint(check, run):
-        """POST handler: read and check the body, run the model call in a worker thread."""
+    def endpoint(check, method: str):
+        """POST handler: read and check the body, call the model's `method` in a worker thread."""
 
         async def handler(request):
             try:
@@ -115,7 +115,7 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
                 async with limiter:  # wait for a free worker
                     if await request.is_disconnected():  # the page gave up (a newer stroke): skip the work
                         return Response(status_code=499)
-                    sketches = await anyio.to_thread.run_sync(functools.partial(run, model, **args))
+                    sketches = await anyio.to_thread.run_sync(functools.partial(getattr(model, method), **args))
             except R.RequestError as err:
                 return _error(str(err), err.status, err.field)
             except ModelError as err:
@@ -126,11 +126,10 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
 
         return handler
 
-    complete = endpoint(R.complete_request, lambda m, **a: m.complete(
-        a["strokes"], a["n"], a["temperature"], a["cls"], a["seed"]))
-    sample = endpoint(R.sample_request, lambda m, **a: m.sample(a["n"], a["temperature"], a["cls"], a["seed"]))
-    interpolate = endpoint(R.interpolate_request, lambda m, **a: m.interpolate(
-        a["a"], a["b"], a["steps"], a["temperature"], a["seed"]))
+    # each check returns the keyword arguments of the ServedModel method it feeds
+    complete = endpoint(R.complete_request, "complete")
+    sample = endpoint(R.sample_request, "sample")
+    interpolate = endpoint(R.interpolate_request, "interpolate")
 
     async def list_models(request):
         return JSONResponse(listing, headers={"Cache-Control": "no-store"})

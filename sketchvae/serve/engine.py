@@ -184,7 +184,7 @@ class ServedModel:
                                       f"{', '.join(self.classes)}")
 
     # -------------------------------------------------------------------------------------- operations
-    def complete(self, strokes_px: np.ndarray, n: int, temperature: float, cls: str | None = None,
+    def complete(self, strokes: np.ndarray, n: int, temperature: float, cls: str | None = None,
                  seed: int | None = None) -> list[list[list[float]]]:
         """n continuations of a page drawing, each only the continuation (its first row is the offset
         from the drawing's last point), in page px."""
@@ -192,13 +192,13 @@ class ServedModel:
 
         self._check_class(cls, required=True)
         upp = self.units_per_px(cls)
-        prefix, last_px = page_to_model(strokes_px, upp)
+        prefix, last_px = page_to_model(strokes, upp)
         limit = self.sampler.config.max_seq_len
         max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
         full = S.complete(self.sampler, prefix, n, temperature, classes=cls, seed=seed, max_len=max_len)
         # where the model's prefix ends in page px (RDP keeps end points, so this is the drawing's own
         # last point up to rounding): continuations start from there
-        end_px = np.asarray(strokes_px, dtype=np.float64)[:, 0:2].sum(axis=0)
+        end_px = np.asarray(strokes, dtype=np.float64)[:, 0:2].sum(axis=0)
         out = []
         for f in full:
             tail = model_to_page(f[len(prefix):], upp)
@@ -219,9 +219,9 @@ class ServedModel:
         sketches = S.sample(self.sampler, n, temperature, classes=None if not self.classes else classes, seed=seed)
         return [to_json(centred(model_to_page(s, self.units_per_px(c)))) for s, c in zip(sketches, classes)]
 
-    def interpolate(self, a_px: np.ndarray, b_px: np.ndarray, steps: int, temperature: float,
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int, temperature: float,
                     seed: int | None = None) -> list[list[list[float]]]:
-        """`steps` drawings decoded along the slerp between the posterior means of two page drawings,
+        """`steps` drawings decoded along the slerp between the posterior means of page drawings a and b,
         with the same random draws at every step (so only z changes along the strip); page px."""
         import torch
 
@@ -231,9 +231,7 @@ class ServedModel:
             raise ModelError("model", f"model {self.name!r} is a {self.mode!r} model; interpolation needs a "
                                       f"'vae' model")
         upp = self.units_per_px(None)
-        a, _ = page_to_model(a_px, upp)
-        b, _ = page_to_model(b_px, upp)
-        mu, _ = S.encode(self.sampler, [a, b])
+        mu, _ = S.encode(self.sampler, [page_to_model(a, upp)[0], page_to_model(b, upp)[0]])
         zs = S.interpolate(mu[0], mu[1], steps, "slerp")
         length = self.sampler.config.max_seq_len
         gen = torch.Generator()

@@ -133,6 +133,9 @@
     const cssScale = ui.canvas.clientWidth / CANVAS;
     paint(ui.canvas, layers, { x: 0, y: 0, size: CANVAS }, LINE * cssScale);
     ui.hint.hidden = state.strokes.length > 0 || state.current !== null;
+    $("undo").disabled = state.history.length === 0;
+    $("clear").disabled = state.strokes.length === 0;
+    $("download").disabled = state.strokes.length === 0;
   }
 
   // ---------------------------------------------------------------------------------- animation

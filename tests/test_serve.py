@@ -441,6 +441,18 @@ def test_discover_defaults_to_the_shipped_checkpoints():
     assert any("mnist_conv.pt" in n for n in notes)
 
 
+def test_default_folder_includes_converted_magenta_models(tmp_path, monkeypatch):
+    from sketchvae.checkpoint import save_checkpoint
+
+    tiny_checkpoint(tmp_path / "sheep.pt", "vae")
+    tiny_checkpoint(tmp_path / "magenta" / "sheep.pt", "decoder")  # as the magenta-js converter writes them
+    save_checkpoint(tmp_path / "mnist_conv.pt", kind="image_vae", config={}, model={})
+    monkeypatch.setattr("sketchvae.checkpoint.shipped_checkpoints_dir", lambda: tmp_path)
+    models, notes = discover([], warm=False)
+    assert {name: m.mode for name, m in models.items()} == {"magenta/sheep": "decoder", "sheep": "vae"}
+    assert len(notes) == 1 and "mnist_conv.pt" in notes[0]
+
+
 def test_cli_help_and_bad_arguments(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["serve", "--help"])

@@ -1,0 +1,320 @@
+"""The served models and what the page asks of them, in page pixels: no web code here.
+
+    models, notes = discover(["checkpoints/"], device="cpu")   # name -> ServedModel, skipped files
+    model = models["sheep"]
+    endings = model.complete(strokes_px, n=6, temperature=0.4)  # continuations, page pixels
+
+Page pixels and model units
+---------------------------
+The page draws on a square canvas of `CANVAS` x `CANVAS` page pixels (x right, y down, as the
+data).  A drawing is stroke-3 in page pixels whose first row is the first point's offset from the
+canvas's top-left corner.  Each model (and, for a class-conditional model, each class) gets ONE
+factor `units_per_px` chosen so that a typical drawing of the model spans `FILL` of the canvas side:
+
+    units_per_px = typical extent (model units) / (FILL * CANVAS)
+
+The typical extent is measured once, the first time it is needed (at start-up for models with at
+most `WARM_CLASSES` classes): the model draws `MEASURE_N` sketches from nothing at temperature
+`MEASURE_TAU` with seed 0 and the median of their larger bounding-box side is taken (over the
+sketches that ended before `max_seq_len`, when enough did).  A model's own drawings are the only
+size information every checkpoint has (ours, and Magenta's converted ones, whose scale factors
+follow another convention); for sheep.pt the measured extent is close to the training data's
+(see the README).  So a drawing filling 3/4 of the canvas is, to the model, the size of the
+sketches it was trained on, and the model's answers are scaled back by the same factor.
+
+On the way in, each stroke is simplified with Ramer-Douglas-Peucker at `RDP_EPSILON_PX` page
+pixels, the resolution of the Quick, Draw! data (epsilon 2.0 on a 255-unit sketch, scaled to a
+typical sketch of FILL * CANVAS pixels), so that dense pointer input looks like training data.
+The model's sketches start at the first point (the data's convention: the start token is a pen-down
+at the origin), so the first row, the offset from the canvas corner, is dropped on the way in and
+put back on the way out: completions continue from the drawing's last point, whole drawings
+(sample, interpolate) are centred on the canvas.
+
+Thread safety: the operations only read the model (inference mode, a generator per call), so
+several threads may use one model at once; the typical-extent cache has its own lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+CANVAS = 480            # page pixels, side of the page's square drawing area (app.js uses the same)
+FILL = 0.75             # fraction of the canvas side that a typical drawing of a model spans
+RDP_EPSILON_PX = 2.0 * FILL * CANVAS / 255.0   # ~2.8 px: the data's RDP epsilon 2.0 per 255 units
+MEASURE_N = 32          # sketches drawn to measure a model's typical size
+MEASURE_TAU = 0.4       # ... at this temperature (seed 0)
+WARM_CLASSES = 16       # measure every class at start-up when a model has at most this many
+MIN_CONTINUATION = 64   # points a completion may add even when the drawing is near max_seq_len
+DECIMALS = 2            # page pixels are rounded to this many decimals in answers
+
+
+class ModelError(ValueError):
+    """A request that this model cannot serve (e.g. interpolating with a decoder-only model)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+# ------------------------------------------------------------------------------------------ conversions
+def page_to_model(strokes_px: np.ndarray, units_per_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """A page drawing (stroke-3, page px, first row from the canvas corner) -> (the model's stroke-3 in
+    model units, starting at the first point and ending in a pen lift; the absolute page position of
+    its last point)."""
+    from sketchvae.strokes import from_polylines, rdp, to_polylines
+
+    polys = [rdp(p, RDP_EPSILON_PX) for p in to_polylines(strokes_px)]
+    s3 = from_polylines(polys, dtype=np.float64)  # first row: the first point, from the corner
+    last = polys[-1][-1].copy()
+    if s3[0, 2] > 0.5:  # the first stroke is a single point: keep it as a dot at the start
+        rows = np.concatenate([[[0.0, 0.0, 1.0]], s3[1:]])
+    else:
+        rows = s3[1:]
+    if len(rows) == 0:  # one point in all: a dot
+        rows = np.array([[0.0, 0.0, 1.0]])
+    rows = rows.astype(np.float64)
+    rows[:, 0:2] *= units_per_px
+    rows[-1, 2] = 1.0
+    return rows.astype(np.float32), last
+
+
+def model_to_page(s3: np.ndarray, units_per_px: float) -> np.ndarray:
+    """Model stroke-3 (model units) -> page pixels (float64), same rows."""
+    out = np.asarray(s3, dtype=np.float64).copy()
+    out[:, 0:2] /= units_per_px
+    return out
+
+
+def centred(s3_px: np.ndarray) -> np.ndarray:
+    """A whole drawing in page px starting at its first point -> stroke-3 whose first row is the
+    first point's offset from the canvas corner, placed so that its bounding box is centred."""
+    if len(s3_px) == 0:
+        return np.zeros((0, 3))
+    xy = np.vstack([[0.0, 0.0], np.cumsum(s3_px[:, 0:2], axis=0)])
+    mid = (xy.min(axis=0) + xy.max(axis=0)) / 2.0
+    start = np.array([CANVAS / 2.0, CANVAS / 2.0]) - mid
+    return np.concatenate([[[start[0], start[1], 0.0]], s3_px])
+
+
+def to_json(s3: np.ndarray) -> list[list[float]]:
+    """stroke-3 -> [[dx, dy, pen], ...] with dx, dy rounded to DECIMALS and pen 0 or 1."""
+    return [[round(float(dx), DECIMALS), round(float(dy), DECIMALS), int(p > 0.5)] for dx, dy, p in s3]
+
+
+def extent(s3: np.ndarray) -> float:
+    """Larger side of the bounding box of a stroke-3 path that starts at the origin."""
+    if len(s3) == 0:
+        return 0.0
+    xy = np.vstack([[0.0, 0.0], np.cumsum(np.asarray(s3, dtype=np.float64)[:, 0:2], axis=0)])
+    return float(np.max(xy.max(axis=0) - xy.min(axis=0)))
+
+
+# ------------------------------------------------------------------------------------------ one model
+@dataclasses.dataclass
+class ServedModel:
+    """A loaded Sketch-RNN under the name the page uses, with its page-pixel scaling."""
+
+    name: str
+    sampler: object  # sketchvae.sample.Sampler
+    path: Path
+    _units: dict = dataclasses.field(default_factory=dict, repr=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def mode(self) -> str:
+        return self.sampler.config.mode
+
+    @property
+    def classes(self) -> list[str]:
+        cfg = self.sampler.config
+        if not cfg.class_conditional:
+            return []
+        return list(self.sampler.class_names) or [str(i) for i in range(cfg.num_classes)]
+
+    def info(self) -> dict:
+        return {"name": self.name, "mode": self.mode, "classes": self.classes}
+
+    # -------------------------------------------------------------------------------------- scaling
+    def units_per_px(self, cls: str | None) -> float:
+        """Model units per page pixel for class `cls` (None for models without classes)."""
+        with self._lock:
+            if cls not in self._units:
+                self._units[cls] = self._measure(cls) / (FILL * CANVAS)
+            return self._units[cls]
+
+    def _measure(self, cls: str | None) -> float:
+        from sketchvae import sample as S
+
+        sketches = S.sample(self.sampler, MEASURE_N, MEASURE_TAU, classes=cls, seed=0)
+        limit = self.sampler.config.max_seq_len
+        ended = [s for s in sketches if 0 < len(s) < limit]
+        use = ended if len(ended) >= MEASURE_N // 4 else [s for s in sketches if len(s)]
+        sizes = [e for e in (extent(s) for s in use) if e > 0 and math.isfinite(e)]
+        if not sizes:  # a model that draws nothing: fall back on the scale factor (the offsets' std)
+            return 10.0 * self.sampler.scale_factor
+        return float(np.median(sizes))
+
+    def warm(self) -> None:
+        """Measure the typical size now (every class when there are at most WARM_CLASSES)."""
+        classes = self.classes
+        if not classes:
+            self.units_per_px(None)
+        elif len(classes) <= WARM_CLASSES:
+            for c in classes:
+                self.units_per_px(c)
+
+    def _check_class(self, cls: str | None, *, required: bool) -> None:
+        if not self.classes:
+            if cls is not None:
+                raise ModelError("class", f"model {self.name!r} (mode {self.mode!r}) has no classes; leave "
+                                          f"'class' out")
+            return
+        if cls is None:
+            if required:
+                raise ModelError("class", f"model {self.name!r} is class-conditional; choose one of: "
+                                          f"{', '.join(self.classes)}")
+            return
+        if cls not in self.classes:
+            raise ModelError("class", f"unknown class {cls!r} for model {self.name!r}; its classes: "
+                                      f"{', '.join(self.classes)}")
+
+    # -------------------------------------------------------------------------------------- operations
+    def complete(self, strokes: np.ndarray, n: int, temperature: float, cls: str | None = None,
+                 seed: int | None = None) -> list[list[list[float]]]:
+        """n continuations of a page drawing, each only the continuation (its first row is the offset
+        from the drawing's last point), in page px."""
+        from sketchvae import sample as S
+
+        self._check_class(cls, required=True)
+        upp = self.units_per_px(cls)
+        prefix, last_px = page_to_model(strokes, upp)
+        limit = self.sampler.config.max_seq_len
+        max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
+        full = S.complete(self.sampler, prefix, n, temperature, classes=cls, seed=seed, max_len=max_len)
+        # where the model's prefix ends in page px (RDP keeps end points, so this is the drawing's own
+        # last point up to rounding): continuations start from there
+        end_px = np.asarray(strokes, dtype=np.float64)[:, 0:2].sum(axis=0)
+        out = []
+        for f in full:
+            tail = model_to_page(f[len(prefix):], upp)
+            if len(tail):
+                tail[0, 0:2] += last_px - end_px
+            out.append(to_json(tail))
+        return out
+
+    def sample(self, n: int, temperature: float, cls: str | None = None,
+               seed: int | None = None) -> list[list[list[float]]]:
+        """n whole drawings from nothing, centred on the canvas, page px.  A class-conditional model
+        without `cls` cycles through its classes."""
+        from sketchvae import sample as S
+
+        self._check_class(cls, required=False)
+        classes = [cls] * n if cls is not None else (
+            [self.classes[i % len(self.classes)] for i in range(n)] if self.classes else [None] * n)
+        sketches = S.sample(self.sampler, n, temperature, classes=None if not self.classes else classes, seed=seed)
+        return [to_json(centred(model_to_page(s, self.units_per_px(c)))) for s, c in zip(sketches, classes)]
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int, temperature: float,
+                    seed: int | None = None) -> list[list[list[float]]]:
+        """`steps` drawings decoded along the slerp between the posterior means of page drawings a and b,
+        with the same random draws at every step (so only z changes along the strip); page px."""
+        import torch
+
+        from sketchvae import sample as S
+
+        if self.mode != "vae":
+            raise ModelError("model", f"model {self.name!r} is a {self.mode!r} model; interpolation needs a "
+                                      f"'vae' model")
+        upp = self.units_per_px(None)
+        mu, _ = S.encode(self.sampler, [page_to_model(a, upp)[0], page_to_model(b, upp)[0]])
+        zs = S.interpolate(mu[0], mu[1], steps, "slerp")
+        length = self.sampler.config.max_seq_len
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
+        strip = S.sample(self.sampler, steps, temperature, z=zs, max_len=length, noise=one.expand(length, steps, 4))
+        return [to_json(centred(model_to_page(s, upp))) for s in strip]
+
+
+# ------------------------------------------------------------------------------------------ discovery
+def _candidates(path: Path, prefix: str | None) -> list[tuple[str, Path]]:
+    """(name, file) for a checkpoint file or every *.pt under a folder (hidden folders skipped)."""
+    if path.is_dir():
+        base = path.name if prefix is None else prefix
+        found = []
+        for f in sorted(path.rglob("*.pt")):
+            rel = f.relative_to(path)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            stem = rel.with_suffix("").as_posix()
+            found.append((f"{base}/{stem}" if base else stem, f))
+        return found
+    return [(path.stem, path)]
+
+
+def discover(paths, device="cpu", *, warm: bool = True):
+    """Load the Sketch-RNN checkpoints among `paths` (files or folders; none: the shipped
+    checkpoints folder, Magenta's converted models under its magenta/ included).
+
+    Returns (models: dict name -> ServedModel in listing order, notes: list of one-line strings about
+    files skipped).  A file named explicitly that cannot be served raises ValueError naming it;
+    files inside folders that are not Sketch-RNN checkpoints (the MNIST image VAEs) are skipped
+    with a note.  Names: a file's stem; for a folder, "FOLDER/relative/path" without ".pt" (the
+    shipped folder's models go without the prefix: "sheep", "magenta/sheep"); clashes get "-2", ...
+    """
+    from sketchvae.checkpoint import CheckpointError, load_checkpoint, shipped_checkpoints_dir
+    from sketchvae.sample import load
+
+    items: list[tuple[str, Path, bool]] = []
+    if not paths:
+        shipped = shipped_checkpoints_dir()
+        if not shipped.is_dir():
+            raise ValueError(f"no MODELS given and the shipped checkpoints folder {shipped} is missing; "
+                             f"pass checkpoints or folders of them")
+        items = [(name, f, False) for name, f in _candidates(shipped, "")]
+    else:
+        for p in paths:
+            p = Path(p)
+            if not p.exists():
+                raise ValueError(f"{p}: no such file or folder")
+            explicit = not p.is_dir()
+            cands = _candidates(p, None)
+            if not cands:
+                raise ValueError(f"{p}: no checkpoints (*.pt) in this folder")
+            items += [(name, f, explicit) for name, f in cands]
+    models: dict[str, ServedModel] = {}
+    notes: list[str] = []
+    for name, f, explicit in items:
+        try:
+            kind = load_checkpoint(f)["kind"]
+            if kind != "sketch_rnn":
+                msg = (f"{f}: holds a model of kind {kind!r}, not a Sketch-RNN (serve draws with Sketch-RNN "
+                       f"models only)")
+                if explicit:
+                    raise ValueError(msg)
+                notes.append(f"skipped {msg}")
+                continue
+            sampler = load(f, device=device)
+        except CheckpointError as err:
+            if explicit:
+                raise
+            notes.append(f"skipped {err}")
+            continue
+        unique, k = name, 2
+        while unique in models:
+            unique, k = f"{name}-{k}", k + 1
+        models[unique] = ServedModel(unique, sampler, f)
+    if not models:
+        raise ValueError("no Sketch-RNN checkpoints to serve" + (f" ({'; '.join(notes)})" if notes else ""))
+    if warm:
+        for m in models.values():
+            m.warm()
+    return models, notes

@@ -6,15 +6,32 @@ Thin wrappers over `sketchvae.sample` (generation) and `sketchvae.render` (SVG).
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import click
 
 from sketchvae.cli import main
+from sketchvae.cli.common import flag_message, output_file, show_progress
 
-_TAU = click.FloatRange(min=0.0, min_open=True)
+
+class _Temperature(click.FloatRange):
+    """A finite temperature > 0 (inf and nan are refused here, naming the flag)."""
+
+    def convert(self, value, param, ctx):
+        out = super().convert(value, param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite number; use a temperature > 0 such as 0.4, or --greedy", param, ctx)
+        return out
+
+
+_TAU = _Temperature(min=0.0, min_open=True)
 _COUNT = click.IntRange(min=1)
+# library argument names -> this command line's flags, for messages passed through
+_FLAGS = {"greedy=True": "--greedy", "temperature": "--temperature", "max_len": "--max-len", "n": "-n",
+          "cols": "--cols"}
+_CKPT = click.Path(dir_okay=True)  # a checkpoint file, a run folder (its best.pt) or a shipped name
 
 
 def default_checkpoint() -> Path:
@@ -25,7 +42,11 @@ def default_checkpoint() -> Path:
 
 
 def _fail(err: BaseException):
-    raise click.ClickException(str(err)) from None
+    raise click.ClickException(flag_message(str(err), _FLAGS)) from None
+
+
+def _svg_out(ctx, param, value):
+    return None if value is None else str(output_file(value, (".svg",), "SVG"))
 
 
 def _load(ckpt, device: str):
@@ -55,8 +76,11 @@ def _parse_indices(text: str) -> list[int]:
     return out
 
 
-def read_sketches(path, indices, split: str = "test") -> list[tuple["np.ndarray", str | None]]:  # noqa: F821
+def read_sketches(path, indices, split: str = "test",
+                  flags: str | list[str] = "--index") -> list[tuple["np.ndarray", str | None]]:  # noqa: F821
     """Sketches number `indices` of a data file as (int16 stroke-3, class name or None).
+
+    `flags`: the option each index came from (one name, or one per index), named in errors.
 
     .npz: the split's sketches (class: the file's stem); .ndjson: the valid drawings in file order
     (class: the line's "word"); .h5 / .hdf5: a prepared cache's split (class: its label's name).
@@ -101,11 +125,12 @@ def read_sketches(path, indices, split: str = "test") -> list[tuple["np.ndarray"
                                      param_hint="DATA")
     except (DataError, OSError, KeyError) as err:
         raise click.ClickException(f"{path}: cannot read sketches: {err}") from None
-    bad = [i for i in indices if i >= count]
+    opts = [flags] * len(indices) if isinstance(flags, str) else list(flags)
+    bad = [(i, flag) for i, flag in zip(indices, opts) if i >= count]
     if bad:
         where = f"split {split!r} of {path}" if suffix != ".ndjson" else str(path)
-        raise click.BadParameter(f"index {bad[0]} out of range: {where} has {count} sketches (0..{count - 1})",
-                                 param_hint="--index")
+        raise click.BadParameter(f"sketch {bad[0][0]} does not exist: {where} has {count} sketches (0..{count - 1})",
+                                 param_hint=bad[0][1])
     return [get(i) for i in indices]
 
 
@@ -153,7 +178,8 @@ def _common(func):
     func = click.option("--greedy", is_flag=True, help="Most likely choices instead of sampling (ignores -t).")(func)
     func = click.option("-t", "--temperature", type=_TAU, default=0.4, show_default=True,
                         help="Sampling temperature tau > 0 (Ha & Eck eq. 8).")(func)
-    func = click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Output SVG file.")(func)
+    func = click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, callback=_svg_out,
+                        help="Output SVG file (.svg; its folders are created).")(func)
     return func
 
 
@@ -163,26 +189,33 @@ def _done(path, what: str) -> None:
 
 # ----------------------------------------------------------------------------------------- sample
 @main.command()
-@click.argument("ckpt", required=False, type=click.Path(dir_okay=False))
+@click.argument("ckpt", required=False, type=_CKPT)
 @click.option("-n", "n", type=_COUNT, default=16, show_default=True, help="Number of sketches.")
 @click.option("--class", "class_name", default=None, help="Class to draw (class-conditional models).")
 @click.option("--cols", type=_COUNT, default=None, help="Columns of the grid [default: near square].")
 @click.option("--color-by-order", is_flag=True, help="Colour strokes by drawing order.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: for n >= 256].")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr [default: for n >= 256 when stderr is a terminal].")
 @_common
 def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature, greedy, seed, max_len, device):
     """Draw N new sketches from CKPT (default: the shipped checkpoints/sheep.pt) into an SVG grid.
 
+    CKPT: a checkpoint file, a run folder (its best.pt) or the name of a shipped checkpoint
+    (sheep, multiclass).  The output is SVG: open it in a browser, or convert it to PNG with
+    e.g. `rsvg-convert sheep.svg -o sheep.png`.
+
     \b
     Examples:
-      sketchvae sample -n 16 -o sheep.svg
-      sketchvae sample runs/catpig/best.pt --class cat -n 64 -t 0.2 --seed 1 -o cats.svg
+      sketchvae sample -n 16 --cols 8 --seed 0 -o sheep.svg
+      sketchvae sample multiclass --class omniglot -n 8 --seed 0 -o omniglot.svg
+      sketchvae sample runs/catpig --class cat -n 64 -t 0.2 --seed 1 -o cats.svg
+      sketchvae sample -n 4 --greedy -o likely.svg      # most likely choices, no randomness
     """
     from sketchvae import render
     from sketchvae import sample as S
 
     sampler = _load(ckpt, device)
-    bar = _Bar(n, n >= 256 if progress is None else progress, "sample")
+    bar = _Bar(n, show_progress(progress) and (progress is not None or n >= 256), "sample")
     try:
         sketches = S.sample(sampler, n, temperature, classes=class_name, greedy=greedy, max_len=max_len, seed=seed,
                             progress=bar)
@@ -196,7 +229,7 @@ def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature
 
 # ----------------------------------------------------------------------------------------- reconstruct
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--index", "index", default="0", show_default=True, help="Sketches to reconstruct, e.g. 0,3,7.")
 @click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
@@ -206,7 +239,13 @@ def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature
 def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greedy, seed, max_len, device):
     """Encode sketches of DATA and decode them again: one row per sketch, the original first.
 
+    CKPT: a checkpoint file, a run folder (its best.pt) or a shipped name (sheep, multiclass).
     DATA: .npz (Sketch-RNN), .ndjson (Quick, Draw!) or a prepared .h5 cache.
+
+    \b
+    Examples:
+      sketchvae reconstruct sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --index 0,1,2,3 -o recon.svg
+      sketchvae reconstruct runs/catpig data/catpig.h5 --split valid --index 5 -n 4 --seed 0 -o cat5.svg
     """
     from sketchvae import render
     from sketchvae import sample as S
@@ -230,7 +269,7 @@ def reconstruct(ckpt, data, index, split, n, class_name, out, temperature, greed
 
 # ----------------------------------------------------------------------------------------- interpolate
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--from", "i_from", type=click.IntRange(min=0), required=True, help="Index of the first sketch.")
 @click.option("--to", "i_to", type=click.IntRange(min=0), required=True, help="Index of the last sketch.")
@@ -243,7 +282,13 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
                 max_len, device):
     """Decode a strip of latent vectors between two sketches of DATA (their posterior means).
 
-    Every step uses the same random draws, so only z changes along the strip.
+    Every step uses the same random draws, so only z changes along the strip.  --from and --to are
+    sketch numbers in the split of DATA (0 is the first).
+
+    \b
+    Examples:
+      sketchvae interpolate sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --from 0 --to 1 --steps 8 -o interp.svg
+      sketchvae interpolate runs/catpig data/catpig.h5 --from 3 --to 9 --method lerp --greedy -o cat_to_pig.svg
     """
     import torch
 
@@ -253,7 +298,7 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
     sampler = _load(ckpt, device)
     if not sampler.config.conditional:
         raise click.ClickException("this model (mode 'decoder') has no latent space to interpolate in")
-    (a, word_a), (b, word_b) = read_sketches(data, [i_from, i_to], split)
+    (a, word_a), (b, word_b) = read_sketches(data, [i_from, i_to], split, ["--from", "--to"])
     try:
         cls_a = _class_for(sampler, word_a, class_name)
         cls_b = _class_for(sampler, word_b, class_name)
@@ -275,7 +320,7 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
 
 # ----------------------------------------------------------------------------------------- complete
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("partial", type=click.Path(dir_okay=False))
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which sketch of PARTIAL.")
 @click.option("--strokes", "keep", type=click.IntRange(min=1), default=None,
@@ -291,6 +336,11 @@ def complete(ckpt, partial, index, keep, n, split, class_name, z_source, out, te
     """Keep the first strokes of a sketch of PARTIAL and let the model finish it N ways.
 
     The kept strokes are drawn in one colour, each ending in another.  PARTIAL: .ndjson, .npz or .h5.
+
+    \b
+    Examples:
+      sketchvae complete sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --index 2 -n 7 --seed 0 -o done.svg
+      sketchvae complete runs/cat my_cat.ndjson --strokes 3 -n 8 --z-source prior -o cat_endings.svg
     """
     import numpy as np
 

@@ -146,10 +146,14 @@ def flag_message(message: str, flags: dict[str, str]) -> str:
     """Rewrite a library message about config fields into the command's flags.
 
     `flags` maps field names to flags ({"z_size": "--latent"}); `TrainConfig.steps=0 must be ...`
-    becomes `--steps 0 must be ...`, a bare `z_size` becomes `--latent`.
+    becomes `--steps 0 must be ...`, a bare `z_size` becomes `--latent`.  A key that is not an
+    identifier ("greedy=True") is replaced as it stands.
     """
     out = _CONFIG_PREFIX.sub("", str(message))
     for field, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
+        if not field.isidentifier():  # a phrase such as "greedy=True" or "rate (R)": replaced as it is
+            out = out.replace(field, flag)
+            continue
         out = re.sub(rf"(?<![\w.-]){re.escape(field)}=(?=\S)", f"{flag} ", out)
         out = re.sub(rf"(?<![\w.-]){re.escape(field)}(?![\w=-])", flag, out)
     return out

@@ -260,7 +260,7 @@ def download(data_dir: str | os.PathLike = DEFAULT_DATA_DIR, *, base_url: str | 
                 except IDXError as err:
                     log.warning("%s; downloading it again", err)
             download_file(base + name, dest, verify=lambda p, md5=md5, name=name: verify_file(p, md5, name),
-                          progress=progress, desc=name, retries=retries, timeout=timeout,
+                          progress=progress, desc=name, retries=retries, timeout=timeout, mirror_env=BASE_URL_ENV,
                           backoff=1.0 if retries else 0.0)
             done.append(Downloaded(name, dest, "downloaded"))
     return done

@@ -150,6 +150,8 @@ def train(ctx, model_name, run_dir, data_dir, resume, threads, progress, **opts)
     model_opts = {model_fields[k]: given.pop(k) for k in list(given) if k in model_fields}
     if given.get("epochs", 1) < 1:
         raise click.BadParameter(f"{given['epochs']} epochs trains nothing; give 1 or more", param_hint="--epochs")
+    if not resume:
+        output_dir(run_dir, "run folder")  # before any work: a file in the way is one line, at once
     if not resume and given.get("limit") and "valid_size" not in given:
         # a small --limit would otherwise be all hold-out: keep a tenth of it for choosing best.pt
         given["valid_size"] = min(DEFAULT_VALID_SIZE, given["limit"] // 10)
@@ -169,6 +171,9 @@ def train(ctx, model_name, run_dir, data_dir, resume, threads, progress, **opts)
 
         if (Path(run_dir) / "last.pt").exists():
             raise click.UsageError(f"{run_dir} already holds a run; use --resume to continue it or choose another -o")
+    if config.limit and config.valid_size >= config.limit:
+        raise click.BadParameter(f"holding out {config.valid_size} of {config.limit} images (--limit) leaves none to "
+                                 f"train on; give a smaller --valid-size", param_hint="--valid-size")
     device = runtime.resolve_device(config.device)
     kind = "cvae" if model_config.num_classes and model_config.arch == "mlp" else model_config.arch
     click.echo(f"device {device}; model {kind} "

@@ -45,8 +45,11 @@ def main():
     """Sketch-RNN and image VAEs: prepare data, train, evaluate and draw to SVG.
 
     \b
-    Quick start (offline, shipped checkpoint):
-      sketchvae sample -n 16 -o sheep.svg
+    Quick start (offline, shipped checkpoint; the README's first picture):
+      sketchvae sample -n 16 --cols 8 --seed 0 -o sheep.svg
+
+    Every command has --help with examples.  Wherever a checkpoint is asked for, a run folder
+    (its best.pt) or a shipped name (sheep, multiclass, mnist_conv, mnist_cvae) works too.
     """
 
 

@@ -220,7 +220,8 @@ def evaluate(checkpoint, k, data_dir, limit, batch_size, seed, device, as_json, 
 
     CHECKPOINT: a checkpoint file, a run folder (its best.pt) or a shipped name (mnist_conv,
     mnist_cvae).  The importance-weighted estimate costs k decoder passes per image: --k 5000 on
-    the 10,000 test images takes about 1.75 hours on a laptop-class CPU, --k 500 a tenth of that.
+    the 10,000 test images took about 1.75 hours on a laptop-class CPU (a review's measurement);
+    the time grows with k x images, so --k 500 --limit 1000 takes about a hundredth of that.
 
     \b
     Examples:

@@ -274,13 +274,17 @@ def evaluate(checkpoint, data, split, batch_size, device, seed, max_batches, as_
     ckpt = Path(checkpoint)
     if ckpt.is_dir() and (ckpt / BEST_CKPT).exists():
         ckpt = ckpt / BEST_CKPT
+    tmp = None
     try:
         with tempfile.TemporaryDirectory(prefix="sketchvae-evaluate-") as tmp:
             cache = prepare_data(list(data), tmp)
             metrics = evaluate_checkpoint(ckpt, cache, split, batch_size=batch_size, device=device, seed=seed,
                                           max_batches=max_batches)
     except (ValueError, CheckpointError, FileNotFoundError) as err:
-        _fail(err)
+        msg = str(err)
+        if tmp is not None:  # the data prepared in a temporary folder is, to the user, DATA
+            msg = msg.replace(str(Path(tmp) / "data.h5"), f"the data prepared from {' '.join(data)}")
+        _fail(msg)
     if as_json:
         click.echo(json.dumps(metrics))
         return

@@ -314,9 +314,8 @@ def test_every_command_help_has_an_example():
         r = invoke(*cmd, "--help")
         assert r.exit_code == 0, r.output
         examples = common.example_lines(r.output)
-        assert examples and all(line.startswith(f"sketchvae {' '.join(cmd)}") or "sketchvae" in line
-                                for line in examples), f"`sketchvae {' '.join(cmd)} --help` has no example line"
-        assert any(line.startswith(f"sketchvae {' '.join(cmd)}") for line in examples), cmd
+        assert any(line.startswith(f"sketchvae {' '.join(cmd)}") for line in examples), \
+            f"`sketchvae {' '.join(cmd)} --help` has no example line (an indented `sketchvae {' '.join(cmd)} ...`)"
 
 
 # ------------------------------------------------------------------------ progress bars

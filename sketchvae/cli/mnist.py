@@ -129,8 +129,8 @@ def train(ctx, model_name, run_dir, data_dir, resume, threads, progress, **opts)
     """Train an image VAE on MNIST (run `sketchvae mnist download` first).
 
     Writes RUN_DIR/last.pt (for --resume), best.pt (best ELBO on the held-out images) and
-    metrics.jsonl.  The MLP trains at about 3,500 images/s on one CPU thread (an epoch of
-    55,000 images in about 20 s, measured); --limit and --epochs make a quick first try.
+    metrics.jsonl.  An epoch of the MLP (55,000 images) took 16 to 80 s on one thread of a busy
+    shared CPU (measured); --limit and --epochs make a quick first try.
 
     \b
     Examples:

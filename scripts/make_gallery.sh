@@ -9,7 +9,7 @@ OUT=checkpoints/samples
 DATA=${SKETCHRNN_DATA:-../shared/data/sketchrnn_datasets}
 MAGENTA=${MAGENTA_MODELS:-../shared/data/magenta_models}
 mkdir -p "$OUT"
-sketchvae sample -n 16 --cols 8 -t 0.4 --seed 0 -o "$OUT/sheep.svg"
+sketchvae sample -n 16 --cols 8 --seed 0 -o "$OUT/sheep.svg"  # the README's command
 for c in aaron_sheep omniglot short_kanji; do
   sketchvae sample checkpoints/multiclass.pt --class "$c" -n 8 --cols 8 -t 0.4 --seed 0 -o "$OUT/multiclass_$c.svg"
 done

@@ -46,8 +46,66 @@ def shipped_checkpoints_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "checkpoints"
 
 
+def shipped_checkpoints() -> dict[str, Path]:
+    """The shipped checkpoints by name: {"sheep": .../checkpoints/sheep.pt, "magenta/NAME": ...}."""
+    root = shipped_checkpoints_dir()
+    found = {p.stem: p for p in sorted(root.glob("*.pt"))}
+    found.update({f"magenta/{p.stem}": p for p in sorted(root.glob("magenta/*.pt"))})
+    return found
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt, foreign or of an unknown version."""
+
+
+BEST_NAME = "best.pt"  # what a run folder's checkpoint is called (sketchvae.train.BEST_CKPT)
+
+
+def resolve_checkpoint(path) -> Path:
+    """The checkpoint file `path` names: the file itself, a run folder's best.pt, or a shipped checkpoint
+    given by name ("sheep", "multiclass.pt", "magenta/sheep") when no such file exists here.
+
+    Raises CheckpointError naming the path, and listing the shipped names for a bare name."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / BEST_NAME).is_file():
+            return p / BEST_NAME
+        raise CheckpointError(f"{p}: a folder without {BEST_NAME}; give a checkpoint file, or a run folder "
+                              f"(`sketchvae train -o FOLDER` writes {BEST_NAME} at its first validation)")
+    if p.exists():
+        return p
+    parts = p.parts
+    bare = (len(parts) == 1 or (len(parts) == 2 and parts[0] == "magenta")) and p.suffix in ("", ".pt")
+    if bare:
+        shipped = shipped_checkpoints()
+        key = str(p.with_suffix("")) if p.suffix == ".pt" else str(p)
+        if key in shipped:
+            return shipped[key]
+        names = ", ".join(shipped) or "none found"
+        raise CheckpointError(f"{p}: checkpoint not found: no such file here, and not the name of a shipped "
+                              f"checkpoint ({names})")
+    raise CheckpointError(f"{p}: checkpoint not found")
+
+
+def _not_torch_file(path: Path) -> str | None:
+    """Why `path` is clearly not a file written by torch.save (a zip archive, or a legacy pickle), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return None
+    if not head:
+        return "the file is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"it is a text file (starting {first!r}), not a file written by torch.save"
+    return None
 
 
 def register_model_kind(kind: str, config_cls: type, factory: Callable[[Any], torch.nn.Module]) -> None:
@@ -82,12 +140,13 @@ def save_checkpoint(path, *, kind: str, config, model: torch.nn.Module | dict, c
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load and validate a checkpoint; raise CheckpointError naming the file and the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (try {path}/best.pt)")
+    """Load and validate a checkpoint; raise CheckpointError naming the file and the problem.
+
+    `path`: a checkpoint file, a run folder (its best.pt) or a shipped name (see `resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
+    why = _not_torch_file(path)
+    if why:
+        raise CheckpointError(f"{path}: not a readable sketchvae checkpoint: {why}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,

@@ -120,9 +120,10 @@ def _document(path, width: float, height: float, background: str | None):
 def _finish(dwg, path) -> str:
     text = dwg.tostring()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('<?xml version="1.0" encoding="utf-8" ?>\n' + text, encoding="utf-8")
+        from sketchvae.runtime import atomic_write
+
+        doc = '<?xml version="1.0" encoding="utf-8" ?>\n' + text
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(doc, encoding="utf-8"))
     return text
 
 

@@ -101,7 +101,10 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call `write(tmp_path)` then rename onto `path`: a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # name the file the user asked for, not the temporary one
+        raise _renamed(err, path) from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -109,11 +112,19 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is not None and os.fsdecode(err.filename) == tmp:
+            raise _renamed(err, path) from err
         raise
     return path
+
+
+def _renamed(err: OSError, path: Path) -> OSError:
+    """The same OSError, naming `path` instead of atomic_write's temporary file."""
+    out = type(err)(err.errno, err.strerror, str(path)) if err.errno is not None else OSError(str(err))
+    return out
 
 
 def _umask() -> int:

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sketchvae.checkpoint import CheckpointError, build_model, load_checkpoint
+from sketchvae.checkpoint import CheckpointError, build_model, load_checkpoint, resolve_checkpoint
 from sketchvae.distributions import TEMPERATURE_CONVENTIONS, temperature_scales
 from sketchvae.models.sketch_rnn import SketchRNN
 from sketchvae.strokes import to_stroke5
@@ -117,12 +117,16 @@ class Sampler:
 def load(path, device="cpu") -> Sampler:
     """Load a Sketch-RNN checkpoint into a `Sampler` (model in eval mode on `device`).
 
+    `path`: a checkpoint file, a run folder (its best.pt), or the name of a shipped checkpoint
+    ("sheep", "multiclass", "magenta/NAME") when no file of that name exists here, so
+    `load("sheep")` works from any directory.
+
     Raises `CheckpointError` (a ValueError naming the file) when the file is missing, truncated,
     corrupt, not a sketchvae checkpoint, or holds another kind of model.
     """
     from sketchvae.runtime import resolve_device
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
     if ckpt["kind"] != "sketch_rnn":
         raise CheckpointError(f"{path}: holds a {ckpt['kind']!r} model, not a Sketch-RNN ('sketch_rnn')")

@@ -208,7 +208,7 @@ def test_prepare_bad_input_is_a_clean_error(tmp_path, fixtures):
     r = run("prepare", fixtures / "sheep.npz", "-o", tmp_path / "x.h5", "--valid-frac", 0.6, "--test-frac", 0.5)
     assert r.exit_code == 2
     r = run("prepare", "notaclass", "-o", tmp_path / "x.h5", "--data-dir", tmp_path / "qd", "--no-download")
-    assert r.exit_code == 1 and "unknown Quick, Draw! class" in r.output
+    assert r.exit_code == 1 and "not a Quick, Draw! class name" in r.output
     r = run("prepare", "-o", tmp_path / "x.h5")
     assert r.exit_code == 2
 

@@ -72,7 +72,8 @@ def test_train_resume_and_refusals(runs, data_dir, tmp_path):
     r = run("train", "-o", tmp_path / "new", "--data-dir", tmp_path / "nothing", ok=False)
     assert "sketchvae mnist download" in r.output
     r = run("train", "-o", tmp_path / "new2", "--data-dir", data_dir, "--batch-size", 0, ok=False)
-    assert "batch_size must be an integer >= 1" in r.output
+    assert "--batch-size must be an integer >= 1" in r.output and "batch_size" not in r.output
+    assert not (tmp_path / "new2").exists()  # a failed start leaves no run folder
 
 
 def test_evaluate_prints_nll_elbo_and_binarisation(runs, data_dir):

@@ -1,8 +1,13 @@
 """The README is the front door: the commands it shows must exist and its install/test lines
 must be what .ci/run runs."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from click.testing import CliRunner
 
@@ -41,3 +46,27 @@ def test_files_the_readme_links_exist():
     for link in re.findall(r"\]\(([^)#]+)\)", README):
         if "://" not in link:
             assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
+
+
+def test_the_first_picture_is_what_the_command_under_it_makes():
+    """The README's sample command and scripts/make_gallery.sh's line for checkpoints/samples/sheep.svg
+    (the first picture) use the same options, so the README command makes that picture."""
+    readme = re.search(r"^sketchvae sample (.*?)-o sheep\.svg", README, re.M)
+    gallery = re.search(r'^sketchvae sample (.*?)-o "\$OUT/sheep\.svg"',
+                        (ROOT / "scripts" / "make_gallery.sh").read_text(), re.M)
+    assert readme and gallery
+    assert readme.group(1).split() == gallery.group(1).split()
+    assert "--seed" in readme.group(1).split()
+    assert "](checkpoints/samples/sheep.svg)" in README.split("## Install")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "multiclass.pt").exists(), reason="no shipped multiclass.pt")
+def test_the_python_example_runs_from_another_directory(tmp_path):
+    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    code = code.replace("sk.sample(model, 8,", "sk.sample(model, 8, max_len=40,")  # quicker, same calls
+    assert "max_len=40" in code
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    svg = (tmp_path / "sheep8.svg").read_text()
+    assert svg.startswith("<?xml") and svg.count("<polyline") >= 8

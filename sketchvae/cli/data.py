@@ -14,6 +14,7 @@ import sys
 import click
 
 from sketchvae.cli import main
+from sketchvae.cli.common import output_dir, output_file, progress_option, show_progress
 
 _SPLITS = ("train", "valid", "test")
 _SHOW_CLASSES = 40  # prepare/info list every class up to this many (else: summary, or --all-classes)
@@ -77,7 +78,7 @@ def _check_classes(names) -> list[str]:
               help="Seconds without data before a connection counts as dropped.")
 @click.option("--list", "list_classes", is_flag=True, help="Print the 345 class names (with --magenta: Magenta's "
               "models) and exit.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@progress_option
 @click.option("--magenta", is_flag=True, help="Download Magenta's pretrained Sketch-RNN models (magenta-js .gen.json) "
               "instead of data, and convert each to a checkpoint NAME.pt for sample / complete.")
 @click.option("--models-dir", default=None, type=click.Path(file_okay=False),
@@ -120,9 +121,10 @@ def download(classes, data_dir, ndjson, no_npz, base_url, force, retries, timeou
     if no_npz and not ndjson:
         raise click.UsageError("--no-npz leaves nothing to download; add --ndjson")
     names = _check_classes(classes)
+    output_dir(data_dir, "data folder")
     try:
         fetched = fetch(names, data_dir, npz=not no_npz, simplified=ndjson, base=base_url, force=force,
-                        timeout=timeout, retries=retries, progress=progress)
+                        timeout=timeout, retries=retries, progress=show_progress(progress))
     except (ValueError, OSError) as err:  # DownloadError / DataError are ValueErrors
         _fail(err)
     new = 0
@@ -151,10 +153,10 @@ def _download_magenta(names, models_dir, base_url, force, retries, timeout, list
     if problems:
         raise click.UsageError(f"{'; '.join(problems)}. `sketchvae download --magenta --list` shows all "
                                f"{len(M.MAGENTA_MODELS)}")
-    folder = models_dir or M.default_dir()
+    folder = output_dir(models_dir or M.default_dir(), "models folder")
     try:
         fetched = M.download(names, folder, base=base_url, force=force, timeout=timeout, retries=retries,
-                             progress=progress)
+                             progress=show_progress(progress))
     except (ValueError, OSError) as err:  # DownloadError / MagentaFormatError / CheckpointError are ValueErrors
         _fail(err)
     for f in fetched:
@@ -208,14 +210,15 @@ def _class_table(class_names, counts, all_classes: bool) -> list[str]:
 @click.option("--format", "fmt", default="auto", show_default=True, type=click.Choice(["auto", "simplified", "raw"]),
               help="ndjson flavour: auto (raw if strokes have a time row), simplified or raw (converted as Google "
                    "simplified its data: scale to 0..255, resample 1 px, RDP 2.0).")
-@click.option("--force", is_flag=True, help="Rebuild even if OUT is up to date with the same sources and options.")
+@click.option("--force", is_flag=True, help="Rebuild even if OUT is up to date; overwrite an OUT made from other "
+              "sources or options (without --force that is refused: a run may point to it).")
 @click.option("--data-dir", default="data/quickdraw", show_default=True, type=click.Path(file_okay=False),
-              help="Where class-name sources are looked up ({class}.npz) and downloaded to.")
+              help="Where class-name sources are looked up ({class}.npz, else {class}.ndjson) and downloaded to.")
 @click.option("--no-download", is_flag=True, help="Fail instead of downloading a class name that is not in --data-dir.")
 @click.option("--base-url", metavar="URL", default=None, help="Server for class-name downloads (see `download`).")
 @click.option("--all-classes", is_flag=True, help=f"List every class and every source with skipped sketches "
               f"(default: the first {_SHOW_CLASSES} classes, {_SHOW_SOURCES} sources).")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@progress_option
 def prepare(sources, out, max_len, min_len, skip_bad, valid_frac, test_frac, seed, fmt, force, data_dir,
             no_download, base_url, all_classes, progress):
     """Prepare .npz / .ndjson files, folders or class names into one HDF5 cache for training.
@@ -226,7 +229,7 @@ def prepare(sources, out, max_len, min_len, skip_bad, valid_frac, test_frac, see
     named by its stem; files with the same stem are merged (a drawing present in two of them,
     e.g. raw and simplified, is kept once). Prints the sketches kept per class and split and
     every sketch left out, with the reason. An OUT made from the same source bytes with the same
-    options is reused (--force rebuilds).
+    options is reused; an OUT made from anything else is never replaced without --force.
 
     \b
     Examples:
@@ -243,12 +246,22 @@ def prepare(sources, out, max_len, min_len, skip_bad, valid_frac, test_frac, see
         raise click.UsageError(f"--valid-frac + --test-frac must be < 1 (got {valid_frac} + {test_frac})")
     if max_len and max_len < min_len:
         raise click.UsageError(f"--max-len {max_len} is smaller than --min-len {min_len}")
+    from sketchvae.data.quickdraw import CacheExistsError
+
+    output_file(out, (".h5", ".hdf5"), "cache")
     try:
         rep = run_prepare(list(sources), out, max_len=max_len or None, min_len=min_len, skip_bad=skip_bad,
                           valid_frac=valid_frac, test_frac=test_frac, seed=seed, ndjson_format=fmt,
                           data_dir=data_dir, download_missing=not no_download, base=base_url, force=force,
-                          progress=progress)
-    except (ValueError, FileNotFoundError, OSError) as err:
+                          progress=show_progress(progress), overwrite=force)
+    except CacheExistsError as err:
+        raise click.ClickException(f"{err}; not overwriting it (a run may use it): pass --force to replace it, "
+                                   f"or choose another -o") from None
+    except OSError as err:
+        from sketchvae.cli.common import os_error_line
+
+        raise click.ClickException(os_error_line(err) if err.errno is not None else str(err)) from None
+    except ValueError as err:
         _fail(err)
     _print_report(rep, all_classes)
 

@@ -6,15 +6,32 @@ Thin wrappers over `sketchvae.sample` (generation) and `sketchvae.render` (SVG).
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import click
 
 from sketchvae.cli import main
+from sketchvae.cli.common import flag_message, output_file, show_progress
 
-_TAU = click.FloatRange(min=0.0, min_open=True)
+
+class _Temperature(click.FloatRange):
+    """A finite temperature > 0 (inf and nan are refused here, naming the flag)."""
+
+    def convert(self, value, param, ctx):
+        out = super().convert(value, param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite number; use a temperature > 0 such as 0.4, or --greedy", param, ctx)
+        return out
+
+
+_TAU = _Temperature(min=0.0, min_open=True)
 _COUNT = click.IntRange(min=1)
+# library argument names -> this command line's flags, for messages passed through
+_FLAGS = {"greedy=True": "--greedy", "temperature": "--temperature", "max_len": "--max-len", "n": "-n",
+          "cols": "--cols"}
+_CKPT = click.Path(dir_okay=True)  # a checkpoint file, a run folder (its best.pt) or a shipped name
 
 
 def default_checkpoint() -> Path:
@@ -25,7 +42,11 @@ def default_checkpoint() -> Path:
 
 
 def _fail(err: BaseException):
-    raise click.ClickException(str(err)) from None
+    raise click.ClickException(flag_message(str(err), _FLAGS)) from None
+
+
+def _svg_out(ctx, param, value):
+    return None if value is None else str(output_file(value, (".svg",), "SVG"))
 
 
 def _load(ckpt, device: str):
@@ -55,8 +76,11 @@ def _parse_indices(text: str) -> list[int]:
     return out
 
 
-def read_sketches(path, indices, split: str = "test") -> list[tuple["np.ndarray", str | None]]:  # noqa: F821
+def read_sketches(path, indices, split: str = "test",
+                  flags: str | list[str] = "--index") -> list[tuple["np.ndarray", str | None]]:  # noqa: F821
     """Sketches number `indices` of a data file as (int16 stroke-3, class name or None).
+
+    `flags`: the option each index came from (one name, or one per index), named in errors.
 
     .npz: the split's sketches (class: the file's stem); .ndjson: the valid drawings in file order
     (class: the line's "word"); .h5 / .hdf5: a prepared cache's split (class: its label's name).
@@ -101,11 +125,12 @@ def read_sketches(path, indices, split: str = "test") -> list[tuple["np.ndarray"
                                      param_hint="DATA")
     except (DataError, OSError, KeyError) as err:
         raise click.ClickException(f"{path}: cannot read sketches: {err}") from None
-    bad = [i for i in indices if i >= count]
+    opts = [flags] * len(indices) if isinstance(flags, str) else list(flags)
+    bad = [(i, flag) for i, flag in zip(indices, opts) if i >= count]
     if bad:
         where = f"split {split!r} of {path}" if suffix != ".ndjson" else str(path)
-        raise click.BadParameter(f"index {bad[0]} out of range: {where} has {count} sketches (0..{count - 1})",
-                                 param_hint="--index")
+        raise click.BadParameter(f"sketch {bad[0][0]} does not exist: {where} has {count} sketches (0..{count - 1})",
+                                 param_hint=bad[0][1])
     return [get(i) for i in indices]
 
 
@@ -157,7 +182,8 @@ def _common(func):
     func = click.option("--greedy", is_flag=True, help="Most likely choices instead of sampling (ignores -t).")(func)
     func = click.option("-t", "--temperature", type=_TAU, default=0.4, show_default=True,
                         help="Sampling temperature tau > 0 (Ha & Eck eq. 8).")(func)
-    func = click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Output SVG file.")(func)
+    func = click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, callback=_svg_out,
+                        help="Output SVG file (.svg; its folders are created).")(func)
     return func
 
 
@@ -167,28 +193,35 @@ def _done(path, what: str) -> None:
 
 # ----------------------------------------------------------------------------------------- sample
 @main.command()
-@click.argument("ckpt", required=False, type=click.Path(dir_okay=False))
+@click.argument("ckpt", required=False, type=_CKPT)
 @click.option("-n", "n", type=_COUNT, default=16, show_default=True, help="Number of sketches.")
 @click.option("--class", "class_name", default=None, help="Class to draw (class-conditional models).")
 @click.option("--cols", type=_COUNT, default=None, help="Columns of the grid [default: near square].")
 @click.option("--color-by-order", is_flag=True, help="Colour strokes by drawing order.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: for n >= 256].")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr [default: for n >= 256 when stderr is a terminal].")
 @_common
 def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature, greedy, seed, max_len, device,
            convention):
     """Draw N new sketches from CKPT (default: the shipped checkpoints/sheep.pt) into an SVG grid.
 
+    CKPT: a checkpoint file, a run folder (its best.pt) or the name of a shipped checkpoint
+    (sheep, multiclass).  The output is SVG: open it in a browser, or convert it to PNG with
+    e.g. `rsvg-convert sheep.svg -o sheep.png`.
+
     \b
     Examples:
-      sketchvae sample -n 16 -o sheep.svg
-      sketchvae sample runs/catpig/best.pt --class cat -n 64 -t 0.2 --seed 1 -o cats.svg
-      sketchvae sample checkpoints/magenta/sheep.pt -t 0.45 -o magenta_sheep.svg   # see `download --magenta`
+      sketchvae sample -n 16 --cols 8 --seed 0 -o sheep.svg
+      sketchvae sample multiclass --class omniglot -n 8 --seed 0 -o omniglot.svg
+      sketchvae sample runs/catpig --class cat -n 64 -t 0.2 --seed 1 -o cats.svg
+      sketchvae sample -n 4 --greedy -o likely.svg      # most likely choices, no randomness
+      sketchvae sample magenta/sheep -t 0.45 -o magenta_sheep.svg   # after `download --magenta sheep`
     """
     from sketchvae import render
     from sketchvae import sample as S
 
     sampler = _load(ckpt, device)
-    bar = _Bar(n, n >= 256 if progress is None else progress, "sample")
+    bar = _Bar(n, show_progress(progress) and (progress is not None or n >= 256), "sample")
     try:
         sketches = S.sample(sampler, n, temperature, classes=class_name, greedy=greedy, max_len=max_len, seed=seed,
                             progress=bar, convention=convention)
@@ -202,7 +235,7 @@ def sample(ckpt, n, class_name, cols, color_by_order, progress, out, temperature
 
 # ----------------------------------------------------------------------------------------- reconstruct
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--index", "index", default="0", show_default=True, help="Sketches to reconstruct, e.g. 0,3,7.")
 @click.option("--split", default="test", show_default=True, help="Split of an .npz / .h5 file.")
@@ -215,12 +248,14 @@ def reconstruct(ckpt, data, index, split, n, class_name, as_class, out, temperat
                 convention):
     """Encode sketches of DATA and decode them again: one row per sketch, the original first.
 
+    CKPT: a checkpoint file, a run folder (its best.pt) or a shipped name (sheep, multiclass).
     DATA: .npz (Sketch-RNN), .ndjson (Quick, Draw!) or a prepared .h5 cache.
 
     \b
     Examples:
-      sketchvae reconstruct checkpoints/sheep.pt aaron_sheep.npz --index 0,1,2 -n 3 -o recon.svg
-      sketchvae reconstruct checkpoints/multiclass.pt aaron_sheep.npz --index 0 --as-class short_kanji -o k.svg
+      sketchvae reconstruct sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --index 0,1,2,3 -o recon.svg
+      sketchvae reconstruct runs/catpig data/catpig.h5 --split valid --index 5 -n 4 --seed 0 -o cat5.svg
+      sketchvae reconstruct multiclass aaron_sheep.npz --index 0 --as-class short_kanji -o k.svg
     """
     from sketchvae import render
     from sketchvae import sample as S
@@ -248,7 +283,7 @@ def reconstruct(ckpt, data, index, split, n, class_name, as_class, out, temperat
 
 # ----------------------------------------------------------------------------------------- interpolate
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--from", "i_from", type=click.IntRange(min=0), required=True, help="Index of the first sketch.")
 @click.option("--to", "i_to", type=click.IntRange(min=0), required=True, help="Index of the last sketch.")
@@ -261,7 +296,13 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
                 max_len, device, convention):
     """Decode a strip of latent vectors between two sketches of DATA (their posterior means).
 
-    Every step uses the same random draws, so only z changes along the strip.
+    Every step uses the same random draws, so only z changes along the strip.  --from and --to are
+    sketch numbers in the split of DATA (0 is the first).
+
+    \b
+    Examples:
+      sketchvae interpolate sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --from 0 --to 1 --steps 8 -o interp.svg
+      sketchvae interpolate runs/catpig data/catpig.h5 --from 3 --to 9 --method lerp --greedy -o cat_to_pig.svg
     """
     import torch
 
@@ -272,7 +313,7 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
     if not sampler.config.conditional:
         raise click.ClickException(f"{ckpt}: this model (mode 'decoder') is unconditional: it has no encoder and "
                                    f"no latent space to interpolate in; use a 'vae' or 'class_vae' checkpoint")
-    (a, word_a), (b, word_b) = read_sketches(data, [i_from, i_to], split)
+    (a, word_a), (b, word_b) = read_sketches(data, [i_from, i_to], split, ["--from", "--to"])
     try:
         cls_a = _class_for(sampler, word_a, class_name)
         cls_b = _class_for(sampler, word_b, class_name)
@@ -294,7 +335,7 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
 
 # ----------------------------------------------------------------------------------------- analogy
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--a", "i_a", type=click.IntRange(min=0), required=True, help="Index of sketch a in DATA.")
 @click.option("--b", "i_b", type=click.IntRange(min=0), required=True, help="Index of sketch b (subtracted).")
@@ -325,7 +366,7 @@ def analogy(ckpt, data, i_a, i_b, i_c, n, split, class_name, as_class, out, temp
     if not sampler.config.conditional:
         raise click.ClickException(f"{ckpt}: this model (mode 'decoder') is unconditional: it has no encoder and "
                                    f"no latent space for an analogy; use a 'vae' or 'class_vae' checkpoint")
-    items = read_sketches(data, [i_a, i_b, i_c], split)
+    items = read_sketches(data, [i_a, i_b, i_c], split, ["--a", "--b", "--c"])
     try:
         classes = [_class_for(sampler, word, class_name) for _, word in items]
         result = S.analogy(sampler, *(s for s, _ in items), n, temperature,
@@ -341,7 +382,7 @@ def analogy(ckpt, data, i_a, i_b, i_c, n, split, class_name, as_class, out, temp
 
 # ----------------------------------------------------------------------------------------- complete
 @main.command()
-@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.argument("ckpt", type=_CKPT)
 @click.argument("partial", type=click.Path(dir_okay=False))
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which sketch of PARTIAL.")
 @click.option("--strokes", "keep", type=click.IntRange(min=1), default=None,
@@ -359,6 +400,11 @@ def complete(ckpt, partial, index, keep, n, split, class_name, z_source, out, te
     The kept strokes are drawn in one colour, each ending in another.  PARTIAL: .ndjson, .npz or .h5.
     Works with every model, unconditional (decoder-only) ones included: their endings come from the
     decoder alone, which has read the kept strokes.
+
+    \b
+    Examples:
+      sketchvae complete sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --index 2 -n 7 --seed 0 -o done.svg
+      sketchvae complete runs/cat my_cat.ndjson --strokes 3 -n 8 --z-source prior -o cat_endings.svg
     """
     import numpy as np
 

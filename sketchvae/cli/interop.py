@@ -36,8 +36,10 @@ def convert(src, dst, name):
       sketchvae convert runs/cat/best.pt cat.gen.json
     """
     from sketchvae.checkpoint import CheckpointError
+    from sketchvae.cli.common import output_file
     from sketchvae.interop.magenta import MagentaFormatError, convert as run
 
+    output_file(dst, what="converted model")
     try:
         out = run(src, dst, name)
     except (MagentaFormatError, CheckpointError, ValueError, OSError) as err:

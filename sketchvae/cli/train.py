@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from sketchvae.cli import main
+from sketchvae.cli.common import flag_message, new_run_dir, show_progress
 
 # (option name, TrainConfig field, type, help).  Defaults are read from the dataclass at runtime so
 # that the help text and the library never disagree.
@@ -89,8 +90,17 @@ def _add_options(func):
     return func
 
 
+# config field -> the flag that sets it, so library messages name what the user typed
+FLAGS = {field: spec.split("/")[0] for spec, field, _, _ in _TRAIN_OPTIONS + _MODEL_OPTIONS}
+FLAGS["a smaller batch size"] = "a smaller --batch-size"
+
+
 def _fail(err: BaseException):
-    raise click.ClickException(str(err)) from None
+    raise click.ClickException(flag_message(str(err), FLAGS)) from None
+
+
+def _is_cache(data) -> bool:
+    return len(data) == 1 and str(data[0]).lower().endswith((".h5", ".hdf5"))
 
 
 @main.command()
@@ -99,18 +109,26 @@ def _fail(err: BaseException):
               help="Run folder: last.pt, best.pt, metrics.jsonl (and data.h5 when DATA needs preparing).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from last.pt (same trajectory); "
               "options given now override the saved ones where allowed (e.g. --steps to train longer).")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option("--skip-bad", is_flag=True, help="When DATA needs preparing: skip (and count) bad sketches instead of "
+              "stopping at the first with an error (as `sketchvae prepare --skip-bad`).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr [default: only when stderr is a terminal].")
 @_add_options
-def train(data, run_dir, resume, progress, **options):
+def train(data, run_dir, resume, skip_bad, progress, **options):
     """Train Sketch-RNN on DATA and write the run folder -o RUN_DIR.
 
     DATA: a prepared HDF5 cache (sketchvae prepare), or .npz / .ndjson files, folders of them or
     Quick, Draw! class names (prepared into RUN_DIR/data.h5).  With --resume, DATA may be left
     out (the run's data is used).
 
+    Time: the default 20,000 steps at the default size take about 7 hours on a laptop-class CPU;
+    for a first try use a smaller model and fewer steps (see the second example).
+
     \b
     Examples:
       sketchvae train ../shared/data/sketchrnn_datasets/aaron_sheep.npz -o runs/sheep
+      sketchvae train data/sheep.h5 -o runs/quick --enc-rnn-size 128 --dec-rnn-size 256 --steps 2000
+      sketchvae train drawings/ -o runs/mine --skip-bad       # skip malformed drawings
       sketchvae train cat.npz pig.npz --mode class_vae -o runs/catpig --steps 50000
       sketchvae train -o runs/sheep --resume --steps 40000
     """
@@ -118,6 +136,7 @@ def train(data, run_dir, resume, progress, **options):
     from pathlib import Path
 
     from sketchvae.checkpoint import CheckpointError, load_checkpoint
+    from sketchvae.data.formats import DataError
     from sketchvae.models.sketch_rnn import SketchRNNConfig
     from sketchvae.train import (LAST_CKPT, RESUMABLE_OVERRIDES, TrainConfig, TrainingDiverged, fit,
                                  prepare_data, saved_train_config)
@@ -151,12 +170,20 @@ def train(data, run_dir, resume, progress, **options):
             SketchRNNConfig(**{**mcfg, "num_classes": 1})  # validate now, before preparing any data
             if (run / LAST_CKPT).exists():
                 raise click.UsageError(f"{run} already holds a run; use --resume to continue it or choose another -o")
-        cache_path = prepare_data(list(data), run)
-        callback = _ProgressCallback(progress)
-        try:
-            result = fit(mcfg, tcfg, cache_path, run, resume=resume, callback=callback)
-        finally:
-            callback.close()
+        with new_run_dir(run):
+            try:
+                cache_path = prepare_data(list(data), run, skip_bad=skip_bad)
+            except DataError as err:
+                if skip_bad or _is_cache(data):
+                    raise
+                raise click.ClickException(f"{err}\n(to skip bad sketches and count them instead, add --skip-bad, "
+                                           f"or prepare the data first: sketchvae prepare ... --skip-bad -o data.h5)"
+                                           ) from None
+            callback = _ProgressCallback(show_progress(progress))
+            try:
+                result = fit(mcfg, tcfg, cache_path, run, resume=resume, callback=callback)
+            finally:
+                callback.close()
     except TrainingDiverged as err:
         _fail(err)
     except (ValueError, CheckpointError, FileNotFoundError) as err:
@@ -219,17 +246,24 @@ class _ProgressCallback:
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=True))
 @click.argument("data", nargs=-1, required=True)
-@click.option("--split", default="test", show_default=True, help="Split of the data to evaluate: train, valid or test.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"]),
+              help="Split of the data to evaluate.")
 @click.option("--batch-size", default=100, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the z noise (same seed, same numbers).")
 @click.option("--max-batches", default=0, show_default=True, type=int, help="Stop after N batches (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(checkpoint, data, split, batch_size, device, seed, max_batches, as_json):
-    """Evaluate CHECKPOINT (a .pt file or a run folder: its best.pt) on a split of DATA.
+    """Evaluate CHECKPOINT (a .pt file, a run folder: its best.pt, or a shipped name) on a split of DATA.
 
     DATA: a prepared .h5 cache, or .npz / .ndjson files / class names (prepared into a
     temporary folder).  Prints loss, recon (L_R) and kl (L_KL) as training's validation does.
+
+    \b
+    Examples:
+      sketchvae evaluate runs/sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz
+      sketchvae evaluate sheep data/sheep.h5 --split valid --json
+      sketchvae evaluate runs/catpig/best.pt cat.npz pig.npz --max-batches 10
     """
     import tempfile
     from pathlib import Path
@@ -240,13 +274,17 @@ def evaluate(checkpoint, data, split, batch_size, device, seed, max_batches, as_
     ckpt = Path(checkpoint)
     if ckpt.is_dir() and (ckpt / BEST_CKPT).exists():
         ckpt = ckpt / BEST_CKPT
+    tmp = None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix="sketchvae-evaluate-") as tmp:
             cache = prepare_data(list(data), tmp)
             metrics = evaluate_checkpoint(ckpt, cache, split, batch_size=batch_size, device=device, seed=seed,
                                           max_batches=max_batches)
     except (ValueError, CheckpointError, FileNotFoundError) as err:
-        _fail(err)
+        msg = str(err)
+        if tmp is not None:  # the data prepared in a temporary folder is, to the user, DATA
+            msg = msg.replace(str(Path(tmp) / "data.h5"), f"the data prepared from {' '.join(data)}")
+        _fail(msg)
     if as_json:
         click.echo(json.dumps(metrics))
         return

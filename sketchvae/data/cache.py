@@ -379,6 +379,8 @@ class StrokeCache:
                     self.memory_mapped &= mapped
                 self._views[name] = self._check(name, SplitView(self.path, name, **arrays))
         self.splits = tuple(self._views)
+        for name, view in self._views.items():
+            validate_split(view, len(self.class_names), self.path)
 
     def _check(self, name: str, view: SplitView) -> SplitView:
         p, o, lab = view.points, view.offsets, view.labels
@@ -394,13 +396,10 @@ class StrokeCache:
         return view
 
     def check(self) -> None:
-        """Full consistency scan (offsets non-decreasing, labels in range); raises DataError."""
-        for name, v in self._views.items():
-            if len(v) and (np.diff(np.asarray(v.offsets)) < 0).any():
-                raise DataError("offsets decrease", file=self.path, place=name, reason="bad file")
-            if len(v) and (v.labels.min() < 0 or v.labels.max() >= len(self.class_names)):
-                raise DataError(f"labels outside 0..{len(self.class_names) - 1}", file=self.path, place=name,
-                                reason="bad file")
+        """Full consistency scan (offsets non-decreasing, labels in range, pen values 0/1, every
+        point); raises DataError.  Opening already runs it, with a bounded pen scan."""
+        for v in self._views.values():
+            validate_split(v, len(self.class_names), self.path, max_pen_rows=None)
 
     def split(self, name: str) -> SplitView:
         if name not in self._views:
@@ -428,6 +427,49 @@ class StrokeCache:
         return f"StrokeCache({str(self.path)!r}, classes={len(self.class_names)}, {counts})"
 
 
+PEN_SCAN_ROWS = 1 << 26  # opening a cache checks the pen values of at most this many points (~64M)
+
+
+def validate_split(view: "SplitView", num_classes: int, path=None, *, max_pen_rows: int | None = PEN_SCAN_ROWS) -> None:
+    """Check one split's contents, vectorised: offsets never decrease, labels are class indices,
+    pen values are 0 or 1.  Raises DataError naming the file, the split and the first bad sketch.
+
+    The offset and label checks read one number per sketch.  The pen check reads one column of the
+    points; past `max_pen_rows` points (None: no bound) it reads evenly spaced blocks of that many
+    points in all, so opening a very large cache stays fast.
+    """
+    name, where = view.name, path if path is not None else view.path
+    offsets = np.asarray(view.offsets)
+    if len(offsets) > 1:
+        step = np.diff(offsets)
+        if (step < 0).any():
+            i = int(np.flatnonzero(step < 0)[0])
+            raise DataError(f"offsets decrease at sketch {i} ({int(offsets[i])} then {int(offsets[i + 1])}): "
+                            f"the file is damaged; prepare it again", file=where, place=name, reason="bad file")
+    labels = np.asarray(view.labels)
+    if len(labels) and num_classes and (labels.min() < 0 or labels.max() >= num_classes):
+        i = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+        raise DataError(f"sketch {i} has label {int(labels[i])}, but the file names {num_classes} class(es) "
+                        f"(labels 0..{num_classes - 1})", file=where, place=name, reason="bad file")
+    points = view.points
+    n = len(points)
+    if not n:
+        return
+    block = 1 << 20
+    if max_pen_rows is None or n <= max_pen_rows:
+        starts = range(0, n, block)
+    else:
+        starts = np.linspace(0, n - block, max(1, max_pen_rows // block)).astype(np.int64)
+    for s in starts:
+        pen = np.asarray(points[int(s):int(s) + block, 2])
+        bad = (pen != 0) & (pen != 1)
+        if bad.any():
+            row = int(s) + int(np.flatnonzero(bad)[0])
+            sketch = int(np.searchsorted(offsets, row, side="right")) - 1
+            raise DataError(f"point {row} (sketch {sketch}) has pen value {int(pen[row - int(s)])}; pen values "
+                            f"must be 0 or 1", file=where, place=name, reason="bad file")
+
+
 def _decode_attr(key: str, value):
     if isinstance(value, bytes):
         value = value.decode("utf8")
@@ -447,4 +489,4 @@ def open_cache(path: str | os.PathLike) -> StrokeCache:
     return StrokeCache(path)
 
 
-__all__ = ["FORMAT_VERSION", "CacheWriter", "write_cache", "StrokeCache", "SplitView", "open_cache"]
+__all__ = ["FORMAT_VERSION", "CacheWriter", "write_cache", "StrokeCache", "SplitView", "open_cache", "validate_split"]

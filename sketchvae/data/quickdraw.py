@@ -116,17 +116,23 @@ _CHUNK = 1 << 16  # bytes per read while downloading
 
 
 def resolve_class(name: str) -> str:
-    """The official spelling of a Quick, Draw! class (case-insensitive); ValueError listing the classes."""
+    """The official spelling of a Quick, Draw! class (case-insensitive); ValueError suggesting the closest."""
     if name in CLASS_NAMES:
         return name
     lower = {c.lower(): c for c in CLASS_NAMES}
     key = " ".join(name.replace("_", " ").split()).lower()
     if key in lower:
         return lower[key]
+    raise ValueError(f"unknown Quick, Draw! class {name!r}{class_hint(name)}")
+
+
+def class_hint(name: str) -> str:
+    """'; did you mean ...?' with the few closest class names (difflib), and where the full list is."""
+    lower = {c.lower(): c for c in CLASS_NAMES}
+    key = " ".join(str(name).replace("_", " ").split()).lower()
     close = difflib.get_close_matches(key, list(lower), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(lower[c]) for c in close)}?" if close else ""
-    raise ValueError(f"unknown Quick, Draw! class {name!r}{hint} The {len(CLASS_NAMES)} classes are: "
-                     + ", ".join(CLASS_NAMES))
+    return f"{hint} (`sketchvae download --list` shows all {len(CLASS_NAMES)}; quote names with spaces)"
 
 
 def base_url(override: str | None = None) -> str:
@@ -202,6 +208,8 @@ def download_file(url: str, dest: str | os.PathLike, *, timeout: float = 60.0, r
                   backoff: float = 1.0, verify: Callable[[Path], object] | None = None,
                   progress: bool = False, desc: str | None = None, offline_advice: str | None = None) -> Path:
     """Download `url` to `dest` through ``dest.part``, resuming a partial ``.part`` with HTTP Range.
+
+    `offline_advice`: what to suggest when the server is unreachable (default: the Quick, Draw! mirror variable).
 
     A dropped connection is retried `retries` times (resuming each time, waiting `backoff` x
     attempt seconds). The size must match Content-Length (or the Content-Range total); then
@@ -434,7 +442,8 @@ def resolve_sources(sources: Sequence[str | os.PathLike], *, data_dir: str | os.
                     ) -> list[SourceFile]:
     """Expand files, folders (their ``*.npz`` / ``*.ndjson``) and class names into source files.
 
-    A class name is ``data_dir/{class}.npz``, downloaded when missing (if `download_missing`).
+    A class name is ``data_dir/{class}.npz``, else ``data_dir/{class}.ndjson`` (what `download` with
+    ndjson leaves), else the .npz downloaded (if `download_missing`).
     """
     files: list[SourceFile] = []
     used: set[str] = set()
@@ -463,8 +472,15 @@ def resolve_sources(sources: Sequence[str | os.PathLike], *, data_dir: str | os.
         elif path.suffix.lower() in (".npz", ".ndjson", ".h5", ".hdf5") or os.sep in str(src) or "/" in str(src):
             raise FileNotFoundError(f"{src}: no such file or folder")
         else:
-            name = resolve_class(str(src))
+            try:
+                name = resolve_class(str(src))
+            except ValueError:
+                raise FileNotFoundError(f"{src}: no such file or folder, and not a Quick, Draw! class name"
+                                        f"{class_hint(str(src))}") from None
             target = Path(data_dir) / f"{name}.npz"
+            simplified = Path(data_dir) / f"{name}.ndjson"  # what `download --ndjson --no-npz` leaves
+            if not target.exists() and simplified.exists():
+                target = simplified
             if not target.exists():
                 if not download_missing:
                     raise FileNotFoundError(f"{target}: class {name!r} is not downloaded (run `sketchvae download "
@@ -538,6 +554,30 @@ def _preprocessing(max_len, min_len, valid_frac, test_frac, seed, ndjson_format,
     }))
 
 
+class CacheExistsError(ValueError):
+    """`prepare(..., overwrite=False)` found another data set where it would write."""
+
+
+def _differs(out: Path, checksums: dict, preprocessing: dict) -> str:
+    """How the existing file `out` differs from what `prepare` would write there (a phrase)."""
+    from sketchvae.data.cache import open_cache
+
+    try:
+        with open_cache(out) as cache:
+            a = dict(cache.attrs)
+    except (DataError, OSError, ValueError):
+        return "is not a prepared cache"
+    have, want = a.get("source_checksums") or {}, checksums
+    if sorted(have) != sorted(want):
+        return f"was prepared from other sources ({', '.join(sorted(have)) or 'unknown'})"
+    if have != want:
+        changed = sorted(k for k in want if have.get(k) != want[k])
+        return f"was prepared from other versions of {', '.join(changed)}"
+    old = a.get("preprocessing") or {}
+    changed = sorted(k for k in set(old) | set(preprocessing) if old.get(k) != preprocessing.get(k))
+    return f"was prepared with other options ({', '.join(changed) or 'unknown'})"
+
+
 def _reuse(out: Path, checksums: dict, preprocessing: dict) -> PrepareReport | None:
     from sketchvae.data.cache import open_cache
 
@@ -560,7 +600,7 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
             max_len: int | None = 250, min_len: int = 1, skip_bad: bool = False, valid_frac: float = 0.05,
             test_frac: float = 0.05, seed: int = 0, ndjson_format: str = "auto",
             data_dir: str | os.PathLike = DEFAULT_DATA_DIR, download_missing: bool = True, base: str | None = None,
-            force: bool = False, progress: bool = False) -> PrepareReport:
+            force: bool = False, progress: bool = False, overwrite: bool = True) -> PrepareReport:
     """Prepare one HDF5 cache from `sources` (see the module docstring); returns a path-like report.
 
     max_len / min_len: keep sketches with min_len <= points <= max_len (None / 0: no maximum).
@@ -568,6 +608,8 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
     ndjson split fractions (train gets the rest). ndjson_format: "auto" | "simplified" | "raw".
     data_dir / download_missing / base: where class names are looked up and fetched from.
     force: rebuild even if `out` is up to date. progress: a tqdm bar over source files (stderr).
+    overwrite=False: raise `CacheExistsError` instead of replacing an existing `out` that is not up
+    to date with these sources and options (a run may point to it); `force` overrides it.
     """
     from sketchvae import __version__
     from sketchvae.data.cache import CacheWriter
@@ -593,6 +635,8 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
         if reused is not None:
             log.info("%s is up to date with its sources; reusing it", out)
             return reused
+        if not overwrite:
+            raise CacheExistsError(f"{out} already exists and {_differs(out, checksums, preprocessing)}")
 
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(files):

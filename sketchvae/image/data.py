@@ -261,6 +261,7 @@ def download(data_dir: str | os.PathLike = DEFAULT_DATA_DIR, *, base_url: str | 
                     log.warning("%s; downloading it again", err)
             download_file(base + name, dest, verify=lambda p, md5=md5, name=name: verify_file(p, md5, name),
                           progress=progress, desc=name, retries=retries, timeout=timeout,
+                          offline_advice=f"set {BASE_URL_ENV} to a mirror, or copy the files into the data folder yourself",
                           backoff=1.0 if retries else 0.0)
             done.append(Downloaded(name, dest, "downloaded"))
     return done

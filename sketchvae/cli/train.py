@@ -34,6 +34,7 @@ _TRAIN_OPTIONS = [
     ("--augment-drop", "augment_drop", float, "Probability of dropping an interior stroke point (0 = off)."),
     ("--eval-every", "eval_every", int, "Validate and save last.pt / best.pt every N steps."),
     ("--save-every", "save_every", int, "Also save last.pt every N steps (0 = at validation steps only)."),
+    ("--save-minutes", "save_minutes", float, "Also save last.pt every M minutes (0 = off); Ctrl-C saves it too."),
     ("--log-every", "log_every", int, "Write a train line to metrics.jsonl every N steps."),
     ("--eval-batches", "eval_batches", int, "Validate on at most N batches (0 = the whole split)."),
     ("--test-at-end/--no-test-at-end", "test_at_end", bool, "Evaluate best.pt on the test split at the end."),
@@ -65,7 +66,7 @@ _MODEL_OPTIONS = [
 SHOWN_DEFAULTS = {
     "steps": 20000, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.9999, "min_lr": 1e-5, "kl_weight": 0.5,
     "kl_eta_min": 0.01, "kl_decay_rate": 0.99995, "kl_tolerance": 0.2, "grad_clip": 1.0, "clip_mode": "value",
-    "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "log_every": 50,
+    "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "save_minutes": 10.0, "log_every": 50,
     "eval_batches": 0, "test_at_end": True, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
     "num_threads": 0,
     "mode": "vae", "enc_rnn_size": 256, "dec_rnn_size": 512, "z_size": 128, "num_mixture": 20, "max_seq_len": 250,

@@ -143,7 +143,7 @@ class RunFolder:
             self._tb = SummaryWriter(str(self.path / TENSORBOARD_DIR))
         split, step = rec.get("split", "train"), int(rec.get("step", 0))
         for key, value in rec.items():
-            if key not in ("step", "split", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in ("step", "split", "epoch") and _num(value):
                 self._tb.add_scalar(f"{key}/{split}", value, step)
         self._tb.flush()
 
@@ -345,6 +345,8 @@ def _report_html(run: RunFolder, metrics: list[dict], ckpt: dict | None) -> str:
         png = _curves_png(metrics)
         parts.append(f"<img alt='loss curves' src='data:image/png;base64,{base64.b64encode(png).decode()}' "
                      f"style='max-width: 100%'>")
+        parts.append("<p class='muted'>train: averages over each logging window, with the annealed KL weight; "
+                     "valid: the whole validation split (or --eval-batches), with the final KL weight w_KL.</p>")
     else:
         parts.append("<p class='muted'>no metrics recorded yet</p>")
     parts.append("<h2>Samples over time</h2>")
@@ -352,8 +354,8 @@ def _report_html(run: RunFolder, metrics: list[dict], ckpt: dict | None) -> str:
     if grids:
         shown = _spread(grids, REPORT_MAX_GRIDS)
         valid = {r["step"]: r for r in metrics if r.get("split") == "valid"}
-        parts.append(f"<p class='muted'>{len(grids)} grids in {SAMPLE_DIR_NOTE}; the same z and random draws every "
-                     f"time (temperature {SAMPLE_TEMPERATURE})"
+        parts.append(f"<p class='muted'>{len(grids)} grid{'s' if len(grids) != 1 else ''} in {SAMPLES_DIR}/, one per "
+                     f"validation; the same z and random draws every time (temperature {SAMPLE_TEMPERATURE})"
                      + (f"; {len(shown)} shown, evenly spaced" if len(shown) < len(grids) else "") + "</p>")
         for grid_step, path in shown:
             data = base64.b64encode(path.read_bytes()).decode()
@@ -367,7 +369,7 @@ def _report_html(run: RunFolder, metrics: list[dict], ckpt: dict | None) -> str:
     if ckpt is not None:
         parts.append(_kv_table("model", ckpt.get("config", {})))
         parts.append(_kv_table("training", extra.get("train_config", {})))
-        info = {"class_names": ", ".join(map(str, ckpt.get("class_names", []))[:50]) or "-",
+        info = {"class_names": ", ".join(map(str, list(ckpt.get("class_names", []))[:50])) or "-",
                 "scale_factor": ckpt.get("scale_factor"), "data": extra.get("data"),
                 "data_fingerprint": extra.get("data_fingerprint"), "world_size": extra.get("world_size")}
         parts.append(_kv_table("data", info))
@@ -375,9 +377,6 @@ def _report_html(run: RunFolder, metrics: list[dict], ckpt: dict | None) -> str:
         parts.append("<p class='muted'>no readable checkpoint</p>")
     parts.append("</div></body></html>\n")
     return "\n".join(parts)
-
-
-SAMPLE_DIR_NOTE = f"{SAMPLES_DIR}/"
 
 
 def _num(v) -> bool:

@@ -26,15 +26,26 @@ the ELBO's reconstruction term), with a generator seeded by `TrainConfig.seed` f
 evaluation, so the same weights always give the same numbers and evaluation never touches the
 training RNG.  Dropout is off in evaluation.
 
-Run folder (scripts rely on it)
--------------------------------
+Run folder (scripts rely on it; `sketchvae.run.RunFolder` owns it)
+-------------------------------------------------------------------
     run_dir/last.pt        latest state: weights + `train_state` (optimiser, step, data position,
-                           RNG states, best validation loss, counters); written atomically
+                           RNG states, best validation loss, counters); written atomically at every
+                           validation, every `save_every` steps, every `save_minutes` and on Ctrl-C
     run_dir/best.pt        weights with the lowest validation loss so far (no train_state)
     run_dir/metrics.jsonl  one JSON object per line: step, split ("train"/"valid"/"test"), loss,
                            recon, kl (+ offset, pen); train lines add kl_weight, lr,
                            sketches_per_s, grad_norm, nonfinite_skipped
+    run_dir/samples/       step_NNNNNN.svg: sketches drawn at every validation from a fixed z and seed
+    run_dir/report.html    `sketchvae report`: curves, sample grids, config
     run_dir/data.h5        the prepared cache, when DATA was not already one (`prepare_data`)
+
+Checkpoints record the data's absolute path and a fingerprint of its content: a run resumes on its
+own data only (`DataMismatch` otherwise; `init_from` starts a new run from its weights instead).
+
+Stopping
+--------
+Ctrl-C or SIGTERM finishes the step, saves last.pt and raises `TrainingInterrupted` (a second one
+stops at once); a full disk raises `runtime.DiskFullError` naming the file, the previous one intact.
 
 Exact resume
 ------------
@@ -50,13 +61,14 @@ Distributed data parallel
 Under `torchrun` (env WORLD_SIZE > 1) `fit` joins the process group (NCCL on CUDA, gloo on CPU),
 wraps the model in DistributedDataParallel and shards the bucketed sampler by rank.
 `batch_size` is per process: the global batch is batch_size * world_size.  Rank 0 evaluates,
-writes metrics and checkpoints; the RNG states of all ranks go into `last.pt`.
+writes metrics and checkpoints; the RNG states of all ranks go into `last.pt`.  A stop request
+(signal) or a periodic save due on any rank is agreed by all ranks at every step (one all-reduce of
+two flags), so they save and stop at the same step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import numbers
@@ -70,10 +82,10 @@ import torch
 from torch import nn
 
 from sketchvae import runtime
-from sketchvae.checkpoint import CheckpointError, config_from_dict, load_checkpoint, save_checkpoint, build_model
+from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict, load_checkpoint
 from sketchvae.losses import KLSchedule, gaussian_kl, kl_loss, lr_at, sketch_rnn_loss
 from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
-from sketchvae.run import BEST_CKPT, DATA_CACHE, LAST_CKPT, METRICS_FILE, RunFolder, data_fingerprint
+from sketchvae.run import BEST_CKPT, DATA_CACHE, LAST_CKPT, METRICS_FILE, RunFolder, data_fingerprint  # noqa: F401
 from sketchvae.runtime import TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -393,13 +405,14 @@ def evaluate(model: SketchRNN, batches: Iterable, *, kl_weight: float = 0.5, kl_
 
 
 def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_dir: str | os.PathLike,
-                 **prepare_kwargs) -> Path:
+                 *, keep_existing: bool = False, **prepare_kwargs) -> Path:
     """Return the HDF5 cache to train on.
 
     sources: one prepared cache (`.h5` / `.hdf5`: used as is), or any mix of `.npz` / `.ndjson`
     files, folders of them, and Quick, Draw! class names (downloaded) - these are prepared into
     `run_dir/data.h5` by `sketchvae.data.quickdraw.prepare` (kwargs are passed to it).  An existing
-    `run_dir/data.h5` is reused when it was prepared from the same sources.
+    `run_dir/data.h5` is reused when it was prepared from the same sources.  keep_existing (resuming
+    a run): an existing `run_dir/data.h5` prepared from other files is never rebuilt; `DataMismatch`.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -414,7 +427,33 @@ def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_d
     from sketchvae.data import quickdraw  # the data stage owns parsing and preparation
 
     out = Path(run_dir) / DATA_CACHE
+    if keep_existing and out.exists():
+        _check_same_sources(sources, out, prepare_kwargs)
     return Path(quickdraw.prepare(sources, out, **prepare_kwargs))
+
+
+def _check_same_sources(sources: list[str], cache: Path, prepare_kwargs: dict) -> None:
+    """DataMismatch unless `sources` hold the very files `cache` was prepared from (by checksum)."""
+    import hashlib
+
+    from sketchvae.data import quickdraw
+
+    files = quickdraw.resolve_sources(sources, download_missing=False,
+                                      **{k: v for k, v in prepare_kwargs.items() if k in ("data_dir", "base")})
+    given = {}
+    for f in files:
+        h = hashlib.sha256()
+        with open(f.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        given[f.name] = h.hexdigest()
+    saved = _open_cache(cache).attrs.get("source_checksums")
+    if saved and saved != given:
+        raise DataMismatch(
+            f"{', '.join(sources)}: not the data this run was trained on ({cache} was prepared from "
+            f"{', '.join(sorted(saved))}; the files differ). A resumed run continues on its own data (leave DATA "
+            f"out to use it); to train on these files starting from the run's weights, start a new run: "
+            f"sketchvae train DATA -o NEW_RUN --init-from {cache.parent / LAST_CKPT}")
 
 
 def make_batches(cache, split: str, batch_size: int, max_len: int, *, scale_factor: float, shuffle: bool,
@@ -969,5 +1008,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data, split: str = "test"
             "step": ckpt["extra"].get("step")}
 
 
-__all__ = ["TrainConfig", "Trainer", "FitResult", "TrainingDiverged", "TrainingInterrupted", "DataMismatch", "fit", "evaluate", "evaluate_checkpoint",
+__all__ = ["TrainConfig", "Trainer", "FitResult", "TrainingDiverged", "TrainingInterrupted", "DataMismatch",
+           "fit", "evaluate", "evaluate_checkpoint",
            "prepare_data", "batch_losses", "make_batches", "saved_train_config", "CLIP_MODES", "RESUMABLE_OVERRIDES"]

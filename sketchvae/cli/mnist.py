@@ -96,11 +96,17 @@ def download(data_dir, base_url):
                    "choose (0 = no hold-out, best.pt is the last epoch) [5000].")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate each epoch on the first N test images [all].")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its last.pt.")
+@click.option("--save-minutes", type=float, default=10.0, show_default=True,
+              help="Also save last.pt every M minutes inside an epoch (0 = after each epoch only); "
+                   "Ctrl-C / SIGTERM save it too.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default).")
 @click.pass_context
 @_errors
-def train(ctx, model_name, run_dir, data_dir, resume, threads, **opts):
-    """Train an image VAE on MNIST."""
+def train(ctx, model_name, run_dir, data_dir, resume, save_minutes, threads, **opts):
+    """Train an image VAE on MNIST.
+
+    Ctrl-C (or SIGTERM) saves last.pt after the current batch and prints the command that
+    resumes; a second Ctrl-C stops at once."""
     from sketchvae import runtime
     from sketchvae.image.models import ImageVAEConfig
     from sketchvae.image.train import ImageTrainConfig, fit, load_run
@@ -132,7 +138,17 @@ def train(ctx, model_name, run_dir, data_dir, resume, threads, **opts):
         click.echo("  ".join(f"{k} {rec[k]:.2f}" if isinstance(rec[k], float) else f"{k} {rec[k]}"
                              for k in keys), err=True)
 
-    result = fit(model_config, config, data_dir, run_dir, resume=resume, progress=True, callback=show)
+    try:
+        result = fit(model_config, config, data_dir, run_dir, resume=resume, progress=True, callback=show,
+                     save_minutes=save_minutes)
+    except runtime.TrainingInterrupted as err:
+        import shlex
+
+        click.echo(f"\nstopped by {err.signal_name}: {err.checkpoint} holds step {err.step}. Resume with:\n"
+                   f"  sketchvae mnist train -o {shlex.quote(str(run_dir))} --resume", err=True)
+        ctx.exit(err.exit_code)
+    except runtime.DiskFullError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(f"done: {result.epochs} epochs, best ELBO {result.best_elbo:.2f} nats; {run_dir}/best.pt")
 
 

@@ -116,6 +116,14 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
     save last.pt after the current batch and raise `runtime.TrainingInterrupted` (a second one stops
     at once); last.pt is also saved every `save_minutes` (0 = only after each epoch).
     """
+    with runtime.StopRequests(save_minutes) as stops:
+        return _fit(model_config, config, data_dir, run_dir, resume=resume, progress=progress, callback=callback,
+                    stops=stops)
+
+
+def _fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | os.PathLike,
+         run_dir: str | os.PathLike, *, resume: bool, progress: bool, callback: Callable[[dict], None] | None,
+         stops: runtime.StopRequests) -> ImageFitResult:
     run_dir = Path(run_dir)
     last_path, best_path, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
     if not resume and last_path.exists():
@@ -178,72 +186,72 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
 
     last_metrics: dict = {}
     nb = train.num_batches(config.batch_size)
-    with runtime.StopRequests(save_minutes) as stops:
-        while epoch < config.epochs:
-            model.train()
-            t0 = time.perf_counter()
-            sums = torch.zeros(3, device=device)  # loss, recon, kl (summed over images)
-            if partial is not None:
-                sums, t0 = partial["sums"].to(device), t0 - float(partial["seconds"])
-            partial = None
-            bar = None
-            if progress:
-                from tqdm import tqdm
+    while epoch < config.epochs:
+        model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, device=device)  # loss, recon, kl (summed over images)
+        if partial is not None:
+            sums, t0 = partial["sums"].to(device), t0 - float(partial["seconds"])
+        partial = None
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-                bar = tqdm(total=nb, initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-            for i, (x, y) in enumerate(train.batches(config.batch_size, epoch=epoch)):
-                if i < skip:  # done before the run was stopped
-                    continue
-                w = schedule.weight(step)
-                terms = elbo_terms(model, x, y if conditional else None)
-                loss = vae_loss(terms, w)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                with torch.no_grad():
-                    sums += torch.stack([loss.detach() * len(x), terms["recon"].sum(), terms["kl"].sum()])
-                if bar is not None:
-                    bar.update(1)
-                    if i % 50 == 0:
-                        bar.set_postfix(loss=f"{loss.item():.2f}")
-                if (stops.requested or stops.save_due()) and i + 1 < nb:
-                    save_last(i + 1, sums, time.perf_counter() - t0)
-                    stops.saved()
-                    if stops.requested:
-                        if bar is not None:
-                            bar.close()
-                        raise runtime.TrainingInterrupted(stops.requested, step, str(last_path), str(run_dir))
-            skip = 0
+            bar = tqdm(total=nb, initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       leave=False)
+        for i, (x, y) in enumerate(train.batches(config.batch_size, epoch=epoch)):
+            if i < skip:  # done before the run was stopped
+                continue
+            w = schedule.weight(step)
+            terms = elbo_terms(model, x, y if conditional else None)
+            loss = vae_loss(terms, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            with torch.no_grad():
+                sums += torch.stack([loss.detach() * len(x), terms["recon"].sum(), terms["kl"].sum()])
             if bar is not None:
-                bar.close()
-            seconds = time.perf_counter() - t0
-            loss_s, recon_s, kl_s = (sums / len(train)).tolist()
-            train_rec = {"step": step, "epoch": epoch + 1, "split": "train", "loss": loss_s, "recon": recon_s,
-                         "kl": kl_s, "elbo": -(recon_s + kl_s), "kl_weight": schedule.weight(step - 1),
-                         "lr": config.lr, "images_per_s": len(train) / seconds, "seconds": seconds}
-            epoch += 1
-            record(train_rec)
-            last_metrics = {"train": train_rec}
-            for name, split in (("valid", valid), ("test", test)):
-                if split is None:
-                    continue
-                m = evaluate(model, split, batch_size=config.eval_batch_size, seed=config.seed)
-                rec = {"step": step, "epoch": epoch, "split": name, "loss": -m["elbo"], "recon": m["recon"],
-                       "kl": m["kl"], "elbo": m["elbo"]}
-                record(rec)
-                last_metrics[name] = rec
-            model.train()
-            sel = last_metrics[select]["elbo"] if select else float(epoch)  # no validation: the latest epoch
-            is_best = sel > best
-            if is_best:
-                best = sel
-                save_checkpoint(best_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
-                                extra=extra(last_metrics))
-            save_last(0, None, 0.0)
-            stops.saved()
-            if stops.requested:  # the signal came during the epoch's last batch or its evaluation
-                raise runtime.TrainingInterrupted(stops.requested, step, str(last_path), str(run_dir))
+                bar.update(1)
+                if i % 50 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.2f}")
+            if (stops.requested or stops.save_due()) and i + 1 < nb:
+                save_last(i + 1, sums, time.perf_counter() - t0)
+                stops.saved()
+                if stops.requested:
+                    if bar is not None:
+                        bar.close()
+                    raise runtime.TrainingInterrupted(stops.requested, step, str(last_path), str(run_dir))
+        skip = 0
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        loss_s, recon_s, kl_s = (sums / len(train)).tolist()
+        train_rec = {"step": step, "epoch": epoch + 1, "split": "train", "loss": loss_s, "recon": recon_s,
+                     "kl": kl_s, "elbo": -(recon_s + kl_s), "kl_weight": schedule.weight(step - 1),
+                     "lr": config.lr, "images_per_s": len(train) / seconds, "seconds": seconds}
+        epoch += 1
+        record(train_rec)
+        last_metrics = {"train": train_rec}
+        for name, split in (("valid", valid), ("test", test)):
+            if split is None:
+                continue
+            m = evaluate(model, split, batch_size=config.eval_batch_size, seed=config.seed)
+            rec = {"step": step, "epoch": epoch, "split": name, "loss": -m["elbo"], "recon": m["recon"],
+                   "kl": m["kl"], "elbo": m["elbo"]}
+            record(rec)
+            last_metrics[name] = rec
+        model.train()
+        sel = last_metrics[select]["elbo"] if select else float(epoch)  # no validation: the latest epoch
+        is_best = sel > best
+        if is_best:
+            best = sel
+            save_checkpoint(best_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
+                            extra=extra(last_metrics))
+        save_last(0, None, 0.0)
+        stops.saved()
+        if stops.requested:  # the signal came during the epoch's last batch or its evaluation
+            raise runtime.TrainingInterrupted(stops.requested, step, str(last_path), str(run_dir))
     return ImageFitResult(run_dir=run_dir, epochs=epoch, step=step, best_elbo=best if select else float("nan"),
                           last=last_metrics)
 

@@ -400,9 +400,9 @@ def _summary_table(metrics: list[dict]) -> str:
     train = [r for r in metrics if r.get("split") == "train" and _num(r.get("loss"))]
     if train:
         rows.append(("last train window", train[-1]))
-    for r in metrics:
-        if r.get("split") == "test":
-            rows.append((f"test ({r.get('checkpoint', 'best.pt')})", r))
+    tests = [r for r in metrics if r.get("split") == "test"]
+    if tests:  # the last one (the image trainer writes one per epoch)
+        rows.append((f"test ({tests[-1].get('checkpoint', 'last epoch')})", tests[-1]))
     if not rows:
         return ""
     out = ["<table><tr><th></th><th>step</th><th>loss</th><th>L_R</th><th>L_KL</th></tr>"]

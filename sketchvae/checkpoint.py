@@ -136,7 +136,14 @@ def save_checkpoint(path, *, kind: str, config, model: torch.nn.Module | dict, c
     }
     if train_state is not None:
         payload["train_state"] = train_state
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp):
+        # through a Python file object: a full disk raises OSError(ENOSPC), which atomic_write turns
+        # into a DiskFullError naming `path` (torch's own writer only says "unexpected pos ...")
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

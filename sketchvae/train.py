@@ -26,15 +26,26 @@ the ELBO's reconstruction term), with a generator seeded by `TrainConfig.seed` f
 evaluation, so the same weights always give the same numbers and evaluation never touches the
 training RNG.  Dropout is off in evaluation.
 
-Run folder (scripts rely on it)
--------------------------------
+Run folder (scripts rely on it; `sketchvae.run.RunFolder` owns it)
+-------------------------------------------------------------------
     run_dir/last.pt        latest state: weights + `train_state` (optimiser, step, data position,
-                           RNG states, best validation loss, counters); written atomically
+                           RNG states, best validation loss, counters); written atomically at every
+                           validation, every `save_every` steps, every `save_minutes` and on Ctrl-C
     run_dir/best.pt        weights with the lowest validation loss so far (no train_state)
     run_dir/metrics.jsonl  one JSON object per line: step, split ("train"/"valid"/"test"), loss,
                            recon, kl (+ offset, pen); train lines add kl_weight, lr,
                            sketches_per_s, grad_norm, nonfinite_skipped
+    run_dir/samples/       step_NNNNNN.svg: sketches drawn at every validation from a fixed z and seed
+    run_dir/report.html    `sketchvae report`: curves, sample grids, config
     run_dir/data.h5        the prepared cache, when DATA was not already one (`prepare_data`)
+
+Checkpoints record the data's absolute path and a fingerprint of its content: a run resumes on its
+own data only (`DataMismatch` otherwise; `init_from` starts a new run from its weights instead).
+
+Stopping
+--------
+Ctrl-C or SIGTERM finishes the step, saves last.pt and raises `TrainingInterrupted` (a second one
+stops at once); a full disk raises `runtime.DiskFullError` naming the file, the previous one intact.
 
 Exact resume
 ------------
@@ -50,13 +61,14 @@ Distributed data parallel
 Under `torchrun` (env WORLD_SIZE > 1) `fit` joins the process group (NCCL on CUDA, gloo on CPU),
 wraps the model in DistributedDataParallel and shards the bucketed sampler by rank.
 `batch_size` is per process: the global batch is batch_size * world_size.  Rank 0 evaluates,
-writes metrics and checkpoints; the RNG states of all ranks go into `last.pt`.
+writes metrics and checkpoints; the RNG states of all ranks go into `last.pt`.  A stop request
+(signal) or a periodic save due on any rank is agreed by all ranks at every step (one all-reduce of
+two flags), so they save and stop at the same step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import numbers
@@ -70,17 +82,15 @@ import torch
 from torch import nn
 
 from sketchvae import runtime
-from sketchvae.checkpoint import CheckpointError, config_from_dict, load_checkpoint, save_checkpoint, build_model
+from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict, load_checkpoint
 from sketchvae.losses import KLSchedule, gaussian_kl, kl_loss, lr_at, sketch_rnn_loss
 from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
+from sketchvae.run import BEST_CKPT, DATA_CACHE, LAST_CKPT, METRICS_FILE, RunFolder, data_fingerprint  # noqa: F401
+from sketchvae.runtime import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
 CLIP_MODES = ("value", "norm")
-METRICS_FILE = "metrics.jsonl"
-LAST_CKPT = "last.pt"
-BEST_CKPT = "best.pt"
-DATA_CACHE = "data.h5"
 
 Callback = Callable[[str, dict], None]
 
@@ -123,6 +133,9 @@ class TrainConfig:
     eval_every: int = 500
     # Also save last.pt every this many steps (0 = only at validation steps and the end).
     save_every: int = 0
+    # Also save last.pt when this many minutes have passed since the last save (0 = off), so a killed
+    # run loses minutes, not hours.  Ctrl-C / SIGTERM save last.pt at the current step in any case.
+    save_minutes: float = 10.0
     # Write a train line to metrics.jsonl every this many steps (averages over the window); >= 1.
     log_every: int = 50
     # Evaluate on at most this many validation batches (0 = the whole split).
@@ -168,6 +181,7 @@ class TrainConfig:
         _real("grad_clip", 0.0, math.inf, hi_open=True)
         _real("augment_scale", 0.0, 1.0, hi_open=True)
         _real("augment_drop", 0.0, 1.0, hi_open=True)
+        _real("save_minutes", 0.0, math.inf, hi_open=True)
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"TrainConfig.clip_mode={self.clip_mode!r} is not one of {CLIP_MODES}")
         if self.min_lr > self.lr:
@@ -186,8 +200,8 @@ class TrainConfig:
 
 
 # Fields that do not change the trajectory: they may differ between a run and its resumption.
-RESUMABLE_OVERRIDES = ("steps", "eval_every", "save_every", "log_every", "eval_batches", "test_at_end",
-                       "device", "max_nonfinite", "num_workers", "num_threads")
+RESUMABLE_OVERRIDES = ("steps", "eval_every", "save_every", "save_minutes", "log_every", "eval_batches",
+                       "test_at_end", "device", "max_nonfinite", "num_workers", "num_threads")
 
 
 class TrainingDiverged(RuntimeError):
@@ -391,13 +405,14 @@ def evaluate(model: SketchRNN, batches: Iterable, *, kl_weight: float = 0.5, kl_
 
 
 def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_dir: str | os.PathLike,
-                 **prepare_kwargs) -> Path:
+                 *, keep_existing: bool = False, **prepare_kwargs) -> Path:
     """Return the HDF5 cache to train on.
 
     sources: one prepared cache (`.h5` / `.hdf5`: used as is), or any mix of `.npz` / `.ndjson`
     files, folders of them, and Quick, Draw! class names (downloaded) - these are prepared into
     `run_dir/data.h5` by `sketchvae.data.quickdraw.prepare` (kwargs are passed to it).  An existing
-    `run_dir/data.h5` is reused when it was prepared from the same sources.
+    `run_dir/data.h5` is reused when it was prepared from the same sources.  keep_existing (resuming
+    a run): an existing `run_dir/data.h5` prepared from other files is never rebuilt; `DataMismatch`.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -412,7 +427,33 @@ def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_d
     from sketchvae.data import quickdraw  # the data stage owns parsing and preparation
 
     out = Path(run_dir) / DATA_CACHE
+    if keep_existing and out.exists():
+        _check_same_sources(sources, out, prepare_kwargs)
     return Path(quickdraw.prepare(sources, out, **prepare_kwargs))
+
+
+def _check_same_sources(sources: list[str], cache: Path, prepare_kwargs: dict) -> None:
+    """DataMismatch unless `sources` hold the very files `cache` was prepared from (by checksum)."""
+    import hashlib
+
+    from sketchvae.data import quickdraw
+
+    files = quickdraw.resolve_sources(sources, download_missing=False,
+                                      **{k: v for k, v in prepare_kwargs.items() if k in ("data_dir", "base")})
+    given = {}
+    for f in files:
+        h = hashlib.sha256()
+        with open(f.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        given[f.name] = h.hexdigest()
+    saved = _open_cache(cache).attrs.get("source_checksums")
+    if saved and saved != given:
+        raise DataMismatch(
+            f"{', '.join(sources)}: not the data this run was trained on ({cache} was prepared from "
+            f"{', '.join(sorted(saved))}; the files differ). A resumed run continues on its own data (leave DATA "
+            f"out to use it); to train on these files starting from the run's weights, start a new run: "
+            f"sketchvae train DATA -o NEW_RUN --init-from {cache.parent / LAST_CKPT}")
 
 
 def make_batches(cache, split: str, batch_size: int, max_len: int, *, scale_factor: float, shuffle: bool,
@@ -507,218 +548,328 @@ def _open_cache(path):
     return open_cache(path)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the lines of steps <= `step` (not test lines): a resumed run rewrites what follows."""
-    runtime.truncate_jsonl(path, lambda rec: rec.get("step", 0) <= step and rec.get("split") != "test")
-
-
 def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, data, run_dir: str | os.PathLike, *,
-        resume: bool = False, callback: Callback | None = None, model: SketchRNN | None = None) -> FitResult:
+        resume: bool = False, callback: Callback | None = None, model: SketchRNN | None = None,
+        init_from: str | os.PathLike | None = None, tensorboard: bool = False) -> FitResult:
     """Train a Sketch-RNN and return a `FitResult`; see the module docstring for the run folder.
 
     model_config: the model to build: a SketchRNNConfig, or a dict of its fields (None: defaults);
         in "class_vae" mode a dict without `num_classes` gets the data's class count.  Ignored on
-        resume (the checkpoint's is used).
+        resume and with init_from (the checkpoint's is used).
     train_config: training options.  On resume, fields outside `RESUMABLE_OVERRIDES` must match
         the saved ones (they change the trajectory); a mismatch is a ValueError.
     data: a prepared HDF5 cache (path or open `StrokeCache`); see `prepare_data` for other inputs.
-    run_dir: the run folder.  Without `resume`, it must not hold a last.pt already.
+        On resume it must be the run's own data (same fingerprint), else `DataMismatch`.
+    run_dir: the run folder (`sketchvae.run.RunFolder`).  Without `resume`, it must not hold a last.pt.
     resume: continue from run_dir/last.pt (exactly: same trajectory as an uninterrupted run).
     callback: `callback(event, info)` for progress and tests; events: "start", "step" (every step,
         all ranks; info has step, loss, finite, indices, epoch), "metrics" (each metrics.jsonl
-        record), "checkpoint" (path, step, which), "end" (the FitResult as a dict).  Raising from
-        the callback stops training at once (no checkpoint is written), like a crash.
+        record), "checkpoint" (path, step, which), "samples" (path, step), "end" (the FitResult as
+        a dict).  Raising from the callback stops training at once (no checkpoint is written),
+        like a crash.
     model: an already built model to train instead of building one from model_config (not on resume).
+    init_from: a Sketch-RNN checkpoint to start a NEW run from (its config, weights, scale factor and
+        class names; fresh optimiser, step 0), e.g. to go on training a run on other data.
+    tensorboard: also log every metrics record to run_dir/tensorboard (needs the tensorboard package).
 
-    Raises TrainingDiverged after `max_nonfinite` non-finite steps in a row (last.pt is kept).
+    Ctrl-C or SIGTERM (main thread only) finishes the current step, saves last.pt and raises
+    `TrainingInterrupted`; a second one stops at once.  last.pt is also saved every
+    `save_minutes`.  Raises TrainingDiverged after `max_nonfinite` non-finite steps in a row
+    (last.pt is kept) and `runtime.DiskFullError` when a file cannot be written for lack of space.
     """
     t_start = time.perf_counter()
     cfg = train_config
-    run_dir = Path(run_dir)
     emit = callback or (lambda event, info: None)
     rank, world_size, local_rank = _dist_info()
-    is_main = rank == 0
     device = _device_for(cfg, world_size, local_rank)
     if device.type == "cpu":
         runtime.configure_cpu()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-
-    last_path, best_path, metrics_path = run_dir / LAST_CKPT, run_dir / BEST_CKPT, run_dir / METRICS_FILE
-    ckpt = None
-    if resume:
-        if not last_path.exists():
-            raise FileNotFoundError(f"{last_path}: nothing to resume (no last.pt in {run_dir})")
-        ckpt = load_checkpoint(last_path)
-        if "train_state" not in ckpt:
-            raise CheckpointError(f"{last_path}: has no train_state; it cannot be resumed")
-        _check_resume_config(ckpt["extra"].get("train_config", {}), cfg, last_path)
-        model_config = config_from_dict(SketchRNNConfig, ckpt["config"])
-    elif last_path.exists():
-        raise ValueError(f"{run_dir} already holds a run ({last_path.name}); resume it or choose another run folder")
-
-    cache = _open_cache(data) if isinstance(data, (str, os.PathLike)) else data
-    data_name = str(getattr(cache, "path", data))
-    class_names = list(cache.class_names)
-    scale = float(ckpt["scale_factor"]) if ckpt is not None else float(cache.scale_factor)
-    class_map = None
-    if ckpt is not None:
-        class_map = _label_map(ckpt["class_names"], class_names, data_name)
-        class_names = list(ckpt["class_names"]) or class_names
-    if model is None:
-        model_config = _model_config_for(model_config, class_names, data_name)
-
-    runtime.seed_everything(cfg.seed)  # the same initial weights on every rank
-    if model is None:
-        model = SketchRNN(model_config)
-    model_config = model.config
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    forward_model: nn.Module = model
-    if world_size > 1:
-        forward_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    trainer = Trainer(model, cfg, device, forward_model, world_size)
-
-    max_len = model_config.max_seq_len
-    augment = {"scale_range": cfg.augment_scale, "drop_prob": cfg.augment_drop} \
-        if (cfg.augment_scale > 0 or cfg.augment_drop > 0) else None
-    loader = make_batches(cache, "train", cfg.batch_size, max_len, scale_factor=scale, shuffle=True, seed=cfg.seed,
-                          augment=augment, rank=rank, world_size=world_size, num_workers=cfg.num_workers,
-                          prefetch=2 if device.type == "cuda" and cfg.num_workers == 0 else 0, class_map=class_map)
-
-    def has_split(name: str) -> bool:
-        return name in cache.splits and len(cache.split(name)) > 0
-
-    def eval_batches(name: str):
-        return make_batches(cache, name, cfg.batch_size, max_len, scale_factor=scale, shuffle=False, seed=cfg.seed,
-                            class_map=class_map, drop_last=False)
-    best_valid_loss = math.inf
-    best_valid = None
-
-    if ckpt is not None:
-        ts = ckpt["train_state"]
-        trainer.load_state_dict(ts)
-        try:
-            loader.load_state_dict(ts["loader"])
-        except ValueError as err:  # another world size or batch size: the order cannot be repeated
-            log.warning("%s: %s; starting epoch %d afresh", last_path, err, int(ts["loader"]["epoch"]) + 1)
-            loader.set_epoch(int(ts["loader"]["epoch"]) + 1, 0)
-        best_valid_loss = float(ts.get("best_valid_loss", math.inf))
-        best_valid = ts.get("best_valid") or None
-        rngs = ts["rng"]
-        if len(rngs) == world_size:
-            runtime.set_rng_state(rngs[rank])
-        else:
-            log.warning("%s was saved by %d processes, resuming with %d: RNG streams are reseeded, so the run "
-                        "will not repeat the uninterrupted trajectory exactly", last_path, len(rngs), world_size)
-            runtime.seed_everything(cfg.seed + 1000003 * (rank + 1) + trainer.step)
-        if is_main:
-            _truncate_metrics(metrics_path, trainer.step)
-    elif world_size > 1:
-        torch.manual_seed(cfg.seed + 1000003 * rank)  # different dropout / z noise on each rank
-        np.random.seed((cfg.seed + 1000003 * rank) % 2 ** 32)
-
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(run_dir, writer=rank == 0, tensorboard=tensorboard)
+    s = _Session(model_config, cfg, data, run, resume=resume, model=model, init_from=init_from, device=device,
+                 rank=rank, world_size=world_size, emit=emit)
+    trainer, loader = s.trainer, s.loader
+    run.create()
     start_step = trainer.step
-    emit("start", {"device": str(device), "rank": rank, "world_size": world_size, "start_step": start_step,
-                   "steps": cfg.steps, "resumed": ckpt is not None, "num_params": sum(p.numel() for p in model.parameters()),
-                   "train_sketches": len(loader.dataset.indices), "dropped_too_long": loader.dataset.num_too_long,
-                   "batches_per_epoch": len(loader), "num_threads": torch.get_num_threads(), "model_config": dataclasses.asdict(model_config),
-                   "run_dir": str(run_dir), "data": data_name})
+    emit("start", s.start_info())
 
-    def extra(metrics: dict | None) -> dict:
-        return {"data": data_name, "step": trainer.step, "metrics": metrics or {},
-                "train_config": dataclasses.asdict(cfg), "world_size": world_size}
-
-    def write_metrics(rec: dict) -> None:
-        if not is_main:
-            return
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        emit("metrics", rec)
-
-    def save_last(valid_metrics: dict | None) -> None:
-        rngs = [runtime.rng_state()]
-        if world_size > 1:
-            gathered: list = [None] * world_size
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
-        if not is_main:
-            return
-        train_state = trainer.state_dict()
-        train_state.update({"loader": loader.state_dict(), "rng": rngs,
-                            "best_valid_loss": best_valid_loss, "best_valid": best_valid or {}})
-        save_checkpoint(last_path, kind="sketch_rnn", config=model_config, model=model, class_names=class_names,
-                        scale_factor=scale, extra=extra(valid_metrics), train_state=train_state)
-        emit("checkpoint", {"path": str(last_path), "step": trainer.step, "which": "last"})
-
-    def validate() -> dict | None:
-        nonlocal best_valid_loss, best_valid
-        if not is_main or not has_split("valid"):
-            return None
-        metrics = evaluate(model, eval_batches("valid"), kl_weight=cfg.kl_weight, kl_tolerance=cfg.kl_tolerance,
-                           device=device, seed=cfg.seed, max_batches=cfg.eval_batches)
-        write_metrics({"step": trainer.step, "split": "valid", **metrics, "kl_weight": cfg.kl_weight})
-        if metrics["loss"] < best_valid_loss:
-            best_valid_loss, best_valid = metrics["loss"], {**metrics, "step": trainer.step}
-            save_checkpoint(best_path, kind="sketch_rnn", config=model_config, model=model, class_names=class_names,
-                            scale_factor=scale, extra=extra(metrics))
-            emit("checkpoint", {"path": str(best_path), "step": trainer.step, "which": "best"})
-        return metrics
-
-    window = _Window()
-    final_valid = None
     batches = _forever(loader)
-    while trainer.step < cfg.steps:
-        t0 = time.perf_counter()
-        epoch = loader.epoch
-        batch = next(batches)
-        info = trainer.train_step(batch)
-        bsz = int(batch.strokes.shape[0]) * world_size
-        window.add(info, bsz, time.perf_counter() - t0)
-        step = trainer.step
-        emit("step", {"step": step, "loss": info["loss"], "finite": info["finite"], "indices": None if batch.indices is None else batch.indices.tolist(),
-                      "epoch": epoch, "rank": rank})
-        if not info["finite"]:
-            log.warning("step %d: non-finite loss or gradient (%d in a row); step skipped",
-                        step, trainer.nonfinite_streak)
-            if trainer.nonfinite_streak >= cfg.max_nonfinite:
-                where = f"{last_path} (step {ckpt_step(last_path)})" if last_path.exists() else "none was written yet"
-                raise TrainingDiverged(
-                    f"training stopped at step {step}: {trainer.nonfinite_streak} non-finite losses or gradients "
-                    f"in a row (max_nonfinite={cfg.max_nonfinite}). The last good checkpoint is {where}. "
-                    f"Try a lower lr, clip_mode 'norm' or a smaller grad_clip.")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = window.record(step, info, trainer.nonfinite_total, world_size)
-            if rec is not None:
-                write_metrics(rec)
-        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
-        if is_eval:
-            final_valid = validate() or final_valid
-        # No save inside a run of skipped steps: last.pt stays the last state that trained cleanly.
-        if (is_eval or (cfg.save_every and step % cfg.save_every == 0)) and trainer.nonfinite_streak == 0:
-            save_last(final_valid if is_eval else None)
-
-    if trainer.step == start_step and start_step >= cfg.steps:  # resumed a finished run
-        final_valid = validate()
-    test = None
-    if is_main and cfg.test_at_end and has_split("test"):
-        eval_model = model
-        if best_path.exists():
-            eval_model = build_model(load_checkpoint(best_path), best_path).to(device)
-        test = evaluate(eval_model, eval_batches("test"), kl_weight=cfg.kl_weight, kl_tolerance=cfg.kl_tolerance,
-                        device=device, seed=cfg.seed)
-        write_metrics({"step": trainer.step, "split": "test", **test, "kl_weight": cfg.kl_weight,
-                       "checkpoint": BEST_CKPT if best_path.exists() else LAST_CKPT})
-    result = FitResult(run_dir=str(run_dir), step=trainer.step, last_checkpoint=str(last_path),
-                       best_checkpoint=str(best_path) if best_path.exists() else None, best_valid=best_valid,
-                       final_valid=final_valid, test=test, nonfinite_skipped=trainer.nonfinite_total,
-                       elapsed_s=time.perf_counter() - t_start, model=model)
+    try:
+        with runtime.StopRequests(cfg.save_minutes) as stops:
+            while trainer.step < cfg.steps:
+                t0 = time.perf_counter()
+                epoch = loader.epoch
+                batch = next(batches)
+                info = trainer.train_step(batch)
+                s.window.add(info, int(batch.strokes.shape[0]) * world_size, time.perf_counter() - t0)
+                step = trainer.step
+                emit("step", {"step": step, "loss": info["loss"], "finite": info["finite"], "epoch": epoch,
+                              "indices": None if batch.indices is None else batch.indices.tolist(), "rank": rank})
+                if not info["finite"]:
+                    s.nonfinite_step(step)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    s.record_train(step, info)
+                is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+                if is_eval:
+                    s.validate()
+                stop, due = s.agree(stops.requested is not None, stops.save_due())
+                # No save inside a run of skipped steps: last.pt stays the last state that trained cleanly.
+                if (is_eval or due or stop or (cfg.save_every and step % cfg.save_every == 0)) \
+                        and trainer.nonfinite_streak == 0:
+                    s.save_last(s.final_valid if is_eval else None)
+                    stops.saved()
+                if stop:
+                    raise runtime.TrainingInterrupted(stops.requested or "a signal on another rank",
+                                                      run.checkpoint_step() if s.is_main else None,
+                                                      str(run.last), str(run.path))
+        if trainer.step == start_step and start_step >= cfg.steps:
+            s.resumed_finished_run()
+        test = s.test()
+    finally:
+        run.close()
+    result = FitResult(run_dir=str(run.path), step=trainer.step, last_checkpoint=str(run.last),
+                       best_checkpoint=str(run.best) if run.best.exists() else None, best_valid=s.best_valid,
+                       final_valid=s.final_valid, test=test, nonfinite_skipped=trainer.nonfinite_total,
+                       elapsed_s=time.perf_counter() - t_start, model=s.model)
     emit("end", result.summary())
     return result
+
+
+class _Session:
+    """What `fit` sets up and records: model, trainer and data (restored from last.pt on resume),
+    best / final validation metrics, and the run folder it asks to record metrics, checkpoints and
+    sample grids."""
+
+    def __init__(self, model_config, cfg: TrainConfig, data, run: RunFolder, *, resume: bool,
+                 model: SketchRNN | None, init_from, device: torch.device, rank: int, world_size: int,
+                 emit: Callback):
+        self.cfg, self.run, self.device, self.emit = cfg, run, device, emit
+        self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
+        ckpt = self._resume_checkpoint(cfg) if resume else None
+        if ckpt is None and run.has_run():
+            raise ValueError(f"{run.path} already holds a run ({LAST_CKPT}); resume it or choose another run folder")
+        source = ckpt  # the checkpoint whose weights, scale factor and class names the run starts from
+        if init_from is not None:
+            if resume or model is not None:
+                raise ValueError("init_from starts a new run from a checkpoint; it cannot be combined with "
+                                 "resume or a given model")
+            source = _init_checkpoint(init_from)
+        if source is not None:
+            model_config = config_from_dict(SketchRNNConfig, source["config"])
+
+        self.cache = cache = _open_cache(data) if isinstance(data, (str, os.PathLike)) else data
+        path = getattr(cache, "path", None)
+        self.data_name = str(Path(path).resolve()) if path is not None else str(data)
+        self.fingerprint = data_fingerprint(cache)
+        if ckpt is not None:
+            _check_same_data(ckpt, self.fingerprint, self.data_name, run.last)
+        class_names = list(cache.class_names)
+        self.scale = float(source["scale_factor"]) if source is not None else float(cache.scale_factor)
+        self.class_map = None
+        if source is not None:
+            self.class_map = _label_map(source["class_names"], class_names, self.data_name)
+            class_names = list(source["class_names"]) or class_names
+        self.class_names = class_names
+        if model is None:
+            model_config = _model_config_for(model_config, class_names, self.data_name)
+
+        runtime.seed_everything(cfg.seed)  # the same initial weights on every rank
+        if model is None:
+            model = SketchRNN(model_config)
+        self.model, self.model_config = model, model.config
+        if source is not None:
+            model.load_state_dict(source["model"])
+        model.to(device)
+        forward_model: nn.Module = model
+        if world_size > 1:
+            forward_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.trainer = Trainer(model, cfg, device, forward_model, world_size)
+        self.extra_info = {"init_from": str(Path(init_from).resolve())} if init_from is not None else {}
+
+        augment = {"scale_range": cfg.augment_scale, "drop_prob": cfg.augment_drop} \
+            if (cfg.augment_scale > 0 or cfg.augment_drop > 0) else None
+        self.loader = make_batches(cache, "train", cfg.batch_size, self.model_config.max_seq_len,
+                                   scale_factor=self.scale, shuffle=True, seed=cfg.seed, augment=augment, rank=rank,
+                                   world_size=world_size, num_workers=cfg.num_workers,
+                                   prefetch=2 if device.type == "cuda" and cfg.num_workers == 0 else 0,
+                                   class_map=self.class_map)
+        self.window = _Window()
+        self.best_valid_loss, self.best_valid, self.final_valid = math.inf, None, None
+        self.saved_metrics: dict = {}
+        if ckpt is not None:
+            self._restore(ckpt["train_state"])
+            self.saved_metrics = ckpt["extra"].get("metrics") or {}
+        elif world_size > 1:
+            torch.manual_seed(cfg.seed + 1000003 * rank)  # different dropout / z noise on each rank
+            np.random.seed((cfg.seed + 1000003 * rank) % 2 ** 32)
+        self.resumed = ckpt is not None
+
+    # ------------------------------------------------------------------------------ setting up
+    def _resume_checkpoint(self, cfg: TrainConfig) -> dict:
+        last = self.run.last
+        if not last.exists():
+            raise FileNotFoundError(f"{last}: nothing to resume (no {LAST_CKPT} in {self.run.path})")
+        ckpt = load_checkpoint(last)
+        if "train_state" not in ckpt:
+            raise CheckpointError(f"{last}: has no train_state; it cannot be resumed")
+        _check_resume_config(ckpt["extra"].get("train_config", {}), cfg, last)
+        return ckpt
+
+    def _restore(self, ts: dict) -> None:
+        last = self.run.last
+        self.trainer.load_state_dict(ts)
+        try:
+            self.loader.load_state_dict(ts["loader"])
+        except ValueError as err:  # another world size or batch size: the order cannot be repeated
+            log.warning("%s: %s; starting epoch %d afresh", last, err, int(ts["loader"]["epoch"]) + 1)
+            self.loader.set_epoch(int(ts["loader"]["epoch"]) + 1, 0)
+        self.best_valid_loss = float(ts.get("best_valid_loss", math.inf))
+        self.best_valid = ts.get("best_valid") or None
+        if ts.get("window"):
+            self.window.load_state_dict(ts["window"])
+        rngs = ts["rng"]
+        if len(rngs) == self.world_size:
+            runtime.set_rng_state(rngs[self.rank])
+        else:
+            log.warning("%s was saved by %d processes, resuming with %d: RNG streams are reseeded, so the run "
+                        "will not repeat the uninterrupted trajectory exactly", last, len(rngs), self.world_size)
+            runtime.seed_everything(self.cfg.seed + 1000003 * (self.rank + 1) + self.trainer.step)
+        self.run.truncate(self.trainer.step)
+
+    def start_info(self) -> dict:
+        model, loader = self.model, self.loader
+        return {"device": str(self.device), "rank": self.rank, "world_size": self.world_size,
+                "start_step": self.trainer.step, "steps": self.cfg.steps, "resumed": self.resumed,
+                "num_params": sum(p.numel() for p in model.parameters()),
+                "train_sketches": len(loader.dataset.indices), "dropped_too_long": loader.dataset.num_too_long,
+                "batches_per_epoch": len(loader), "num_threads": torch.get_num_threads(),
+                "model_config": dataclasses.asdict(self.model_config), "run_dir": str(self.run.path),
+                "data": self.data_name, "data_fingerprint": self.fingerprint}
+
+    # ------------------------------------------------------------------------------ recording
+    def _extra(self, metrics: dict | None) -> dict:
+        return {"data": self.data_name, "data_fingerprint": self.fingerprint, "step": self.trainer.step,
+                "metrics": metrics or {}, "train_config": dataclasses.asdict(self.cfg),
+                "world_size": self.world_size, **self.extra_info}
+
+    def _checkpoint(self, which: str, metrics: dict | None, train_state: dict | None = None) -> None:
+        path = self.run.save_checkpoint(which, kind="sketch_rnn", config=self.model_config, model=self.model,
+                                        class_names=self.class_names, scale_factor=self.scale,
+                                        extra=self._extra(metrics), train_state=train_state)
+        if path is not None:
+            self.emit("checkpoint", {"path": str(path), "step": self.trainer.step, "which": which})
+
+    def record(self, rec: dict) -> None:
+        if self.is_main:
+            self.run.record(rec)
+            self.emit("metrics", rec)
+
+    def record_train(self, step: int, info: dict) -> None:
+        rec = self.window.record(step, info, self.trainer.nonfinite_total, self.world_size)
+        if rec is not None:
+            self.record(rec)
+
+    def has_split(self, name: str) -> bool:
+        return name in self.cache.splits and len(self.cache.split(name)) > 0
+
+    def _evaluate(self, split: str, model: nn.Module | None = None, max_batches: int = 0) -> dict:
+        cfg = self.cfg
+        batches = make_batches(self.cache, split, cfg.batch_size, self.model_config.max_seq_len,
+                               scale_factor=self.scale, shuffle=False, seed=cfg.seed, class_map=self.class_map,
+                               drop_last=False)
+        return evaluate(model or self.model, batches, kl_weight=cfg.kl_weight, kl_tolerance=cfg.kl_tolerance,
+                        device=self.device, seed=cfg.seed, max_batches=max_batches)
+
+    def validate(self) -> None:
+        """Validation loss (-> metrics, best.pt) and the sample grid of this step (rank 0)."""
+        if not self.is_main:
+            return
+        step = self.trainer.step
+        if self.has_split("valid"):
+            metrics = self._evaluate("valid", max_batches=self.cfg.eval_batches)
+            self.record({"step": step, "split": "valid", **metrics, "kl_weight": self.cfg.kl_weight})
+            if metrics["loss"] < self.best_valid_loss:
+                self.best_valid_loss, self.best_valid = metrics["loss"], {**metrics, "step": step}
+                self._checkpoint("best", metrics)
+            self.final_valid = metrics
+        grid = self.run.record_samples(step, self.model, self.scale, self.class_names, seed=self.cfg.seed)
+        if grid is not None:
+            self.emit("samples", {"path": str(grid), "step": step})
+
+    def save_last(self, valid_metrics: dict | None) -> None:
+        rngs = [runtime.rng_state()]
+        if self.world_size > 1:
+            gathered: list = [None] * self.world_size
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        if not self.is_main:
+            return
+        train_state = self.trainer.state_dict()
+        train_state.update({"loader": self.loader.state_dict(), "rng": rngs, "best_valid_loss": self.best_valid_loss,
+                            "best_valid": self.best_valid or {}, "window": self.window.state_dict()})
+        self._checkpoint("last", valid_metrics, train_state)
+
+    def agree(self, stop: bool, save_due: bool) -> tuple[bool, bool]:
+        """Under DDP every rank must stop and save at the same step: any rank's request counts."""
+        if self.world_size == 1:
+            return stop, save_due
+        flags = torch.tensor([int(stop), int(save_due)], dtype=torch.int32, device=self.device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return bool(flags[0]), bool(flags[1])
+
+    def nonfinite_step(self, step: int) -> None:
+        trainer, cfg = self.trainer, self.cfg
+        log.warning("step %d: non-finite loss or gradient (%d in a row); step skipped", step, trainer.nonfinite_streak)
+        if trainer.nonfinite_streak >= cfg.max_nonfinite:
+            last = self.run.last
+            where = f"{last} (step {self.run.checkpoint_step()})" if last.exists() else "none was written yet"
+            raise TrainingDiverged(
+                f"training stopped at step {step}: {trainer.nonfinite_streak} non-finite losses or gradients "
+                f"in a row (max_nonfinite={cfg.max_nonfinite}). The last good checkpoint is {where}. "
+                f"Try a lower lr, clip_mode 'norm' or a smaller grad_clip.")
+
+    def resumed_finished_run(self) -> None:
+        """A resumed run that had already finished: its final validation is in last.pt (it is not
+        recorded a second time)."""
+        if self.saved_metrics:
+            self.final_valid = self.saved_metrics
+        elif self.is_main and self.has_split("valid"):
+            self.final_valid = self._evaluate("valid", max_batches=self.cfg.eval_batches)
+
+    def test(self) -> dict | None:
+        """Test metrics of best.pt (the final weights without one), recorded; rank 0 only."""
+        if not (self.is_main and self.cfg.test_at_end and self.has_split("test")):
+            return None
+        best = self.run.best
+        model = build_model(load_checkpoint(best), best).to(self.device) if best.exists() else self.model
+        test = self._evaluate("test", model)
+        self.record({"step": self.trainer.step, "split": "test", **test, "kl_weight": self.cfg.kl_weight,
+                     "checkpoint": BEST_CKPT if best.exists() else LAST_CKPT})
+        return test
+
+
+class DataMismatch(ValueError):
+    """`fit(resume=True)` was given data other than the run's own (different fingerprint)."""
+
+
+def _check_same_data(ckpt: dict, fingerprint: str, data_name: str, last: Path) -> None:
+    saved = ckpt["extra"].get("data_fingerprint")
+    if saved and saved != fingerprint:
+        was = ckpt["extra"].get("data", "?")
+        raise DataMismatch(
+            f"{data_name} is not the data this run was trained on ({last} was trained on {was}; fingerprints "
+            f"{saved} and {fingerprint} differ). A resumed run continues on its own data; to train on this data "
+            f"starting from these weights, start a new run from the checkpoint "
+            f"(sketchvae train DATA -o NEW_RUN --init-from {last}; in Python fit(..., init_from=...))")
+
+
+def _init_checkpoint(path) -> dict:
+    ckpt = load_checkpoint(path)
+    if ckpt["kind"] != "sketch_rnn":
+        raise CheckpointError(f"{path}: a {ckpt['kind']!r} checkpoint, not a Sketch-RNN")
+    return ckpt
 
 
 def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[str], source: str) -> SketchRNNConfig:
@@ -738,6 +889,7 @@ def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[s
 
 
 def ckpt_step(path: Path) -> int | None:
+    """The step recorded in a checkpoint (None: missing or unreadable)."""
     try:
         return int(load_checkpoint(path)["extra"].get("step"))
     except (CheckpointError, TypeError, ValueError):
@@ -756,6 +908,17 @@ class _Window:
         self.skipped = 0
         self.sketches = 0
         self.seconds = 0.0
+
+    def state_dict(self) -> dict:
+        """The partial window, saved in last.pt so that a run stopped between two train lines writes
+        the same next line after resuming."""
+        return {"sums": dict(self.sums), "n": self.n, "skipped": self.skipped, "sketches": self.sketches,
+                "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {k: float(state["sums"][k]) for k in self.sums}
+        self.n, self.skipped, self.sketches = int(state["n"]), int(state["skipped"]), int(state["sketches"])
+        self.seconds = float(state["seconds"])
 
     def add(self, info: dict, sketches: int, seconds: float) -> None:
         self.sketches += sketches
@@ -845,5 +1008,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data, split: str = "test"
             "step": ckpt["extra"].get("step")}
 
 
-__all__ = ["TrainConfig", "Trainer", "FitResult", "TrainingDiverged", "fit", "evaluate", "evaluate_checkpoint",
+__all__ = ["TrainConfig", "Trainer", "FitResult", "TrainingDiverged", "TrainingInterrupted", "DataMismatch",
+           "fit", "evaluate", "evaluate_checkpoint",
            "prepare_data", "batch_losses", "make_batches", "saved_train_config", "CLIP_MODES", "RESUMABLE_OVERRIDES"]

@@ -121,16 +121,20 @@ def download(data_dir, base_url, progress):
                    "5000].")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate each epoch on the first N test images [all].")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its last.pt.")
+@click.option("--save-minutes", type=float, default=10.0, show_default=True,
+              help="Also save last.pt every M minutes inside an epoch (0 = after each epoch only); "
+                   "Ctrl-C / SIGTERM save it too.")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default).")
 @progress_option
 @click.pass_context
 @_errors
-def train(ctx, model_name, run_dir, data_dir, resume, threads, progress, **opts):
+def train(ctx, model_name, run_dir, data_dir, resume, save_minutes, threads, progress, **opts):
     """Train an image VAE on MNIST (run `sketchvae mnist download` first).
 
     Writes RUN_DIR/last.pt (for --resume), best.pt (best ELBO on the held-out images) and
     metrics.jsonl.  An epoch of the MLP (55,000 images) took 16 to 80 s on one thread of a busy
-    shared CPU (measured); --limit and --epochs make a quick first try.
+    shared CPU (measured); --limit and --epochs make a quick first try.  Ctrl-C (or SIGTERM) saves
+    last.pt after the current batch and prints the command that resumes; a second Ctrl-C stops at once.
 
     \b
     Examples:
@@ -188,9 +192,18 @@ def train(ctx, model_name, run_dir, data_dir, resume, threads, progress, **opts)
     if config.limit and config.valid_size and not resume:
         click.echo(f"holding out the last {config.valid_size} of the first {config.limit} training images to "
                    f"choose best.pt", err=True)
-    with new_run_dir(run_dir):
-        result = fit(model_config, config, data_dir, run_dir, resume=resume, progress=show_progress(progress),
-                     callback=show)
+    try:
+        with new_run_dir(run_dir):
+            result = fit(model_config, config, data_dir, run_dir, resume=resume, progress=show_progress(progress),
+                         callback=show, save_minutes=save_minutes)
+    except runtime.TrainingInterrupted as err:
+        import shlex
+
+        click.echo(f"\nstopped by {err.signal_name}: {err.checkpoint} holds step {err.step}. Resume with:\n"
+                   f"  sketchvae mnist train -o {shlex.quote(str(run_dir))} --resume", err=True)
+        ctx.exit(err.exit_code)
+    except runtime.DiskFullError as err:
+        raise click.ClickException(str(err)) from None
     from pathlib import Path
 
     best = Path(run_dir) / "best.pt"

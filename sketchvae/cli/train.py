@@ -35,6 +35,7 @@ _TRAIN_OPTIONS = [
     ("--augment-drop", "augment_drop", float, "Probability of dropping an interior stroke point (0 = off)."),
     ("--eval-every", "eval_every", int, "Validate and save last.pt / best.pt every N steps."),
     ("--save-every", "save_every", int, "Also save last.pt every N steps (0 = at validation steps only)."),
+    ("--save-minutes", "save_minutes", float, "Also save last.pt every M minutes (0 = off); Ctrl-C saves it too."),
     ("--log-every", "log_every", int, "Write a train line to metrics.jsonl every N steps."),
     ("--eval-batches", "eval_batches", int, "Validate on at most N batches (0 = the whole split)."),
     ("--test-at-end/--no-test-at-end", "test_at_end", bool, "Evaluate best.pt on the test split at the end."),
@@ -66,7 +67,8 @@ _MODEL_OPTIONS = [
 SHOWN_DEFAULTS = {
     "steps": 20000, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.9999, "min_lr": 1e-5, "kl_weight": 0.5,
     "kl_eta_min": 0.01, "kl_decay_rate": 0.99995, "kl_tolerance": 0.2, "grad_clip": 1.0, "clip_mode": "value",
-    "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "log_every": 50,
+    "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "save_minutes": 10.0,
+    "log_every": 50,
     "eval_batches": 0, "test_at_end": True, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
     "num_threads": 0,
     "mode": "vae", "enc_rnn_size": 256, "dec_rnn_size": 512, "z_size": 128, "num_mixture": 20, "max_seq_len": 250,
@@ -106,20 +108,30 @@ def _is_cache(data) -> bool:
 @main.command()
 @click.argument("data", nargs=-1)
 @click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: last.pt, best.pt, metrics.jsonl (and data.h5 when DATA needs preparing).")
+              help="Run folder: last.pt, best.pt, metrics.jsonl, samples/ (and data.h5 when DATA needs preparing).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from last.pt (same trajectory); "
-              "options given now override the saved ones where allowed (e.g. --steps to train longer).")
+              "options given now override the saved ones where allowed (e.g. --steps to train longer); "
+              "others must equal the run's.")
+@click.option("--init-from", "init_from", type=click.Path(), default=None,
+              help="Start a NEW run from the weights of a Sketch-RNN checkpoint (a .pt file, or a run folder: its "
+                   "best.pt), e.g. to go on training on other data; model options come from the checkpoint.")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log the metrics to RUN_DIR/tensorboard (pip install 'sketchvae[tensorboard]').")
 @click.option("--skip-bad", is_flag=True, help="When DATA needs preparing: skip (and count) bad sketches instead of "
               "stopping at the first with an error (as `sketchvae prepare --skip-bad`).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: only when stderr is a terminal].")
 @_add_options
-def train(data, run_dir, resume, skip_bad, progress, **options):
+def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **options):
     """Train Sketch-RNN on DATA and write the run folder -o RUN_DIR.
 
     DATA: a prepared HDF5 cache (sketchvae prepare), or .npz / .ndjson files, folders of them or
     Quick, Draw! class names (prepared into RUN_DIR/data.h5).  With --resume, DATA may be left
-    out (the run's data is used).
+    out (the run's data is used); given, it must be the run's data.
+
+    Ctrl-C (or SIGTERM) saves last.pt at the current step and prints the command that resumes;
+    a second Ctrl-C stops at once.  last.pt is also saved every --save-minutes.  Every validation
+    draws samples/step_NNNNNN.svg; `sketchvae report RUN_DIR` shows the curves and the grids.
 
     Time: the default 20,000 steps at the default size take about 7 hours on a laptop-class CPU;
     for a first try use a smaller model and fewer steps (see the second example).
@@ -131,15 +143,20 @@ def train(data, run_dir, resume, skip_bad, progress, **options):
       sketchvae train drawings/ -o runs/mine --skip-bad       # skip malformed drawings
       sketchvae train cat.npz pig.npz --mode class_vae -o runs/catpig --steps 50000
       sketchvae train -o runs/sheep --resume --steps 40000
+      sketchvae train cat.npz -o runs/sheep2cat --init-from runs/sheep/last.pt
+      sketchvae report runs/sheep
     """
     import dataclasses
+    import shlex
     from pathlib import Path
 
-    from sketchvae.checkpoint import CheckpointError, load_checkpoint
+    from sketchvae import runtime
+    from sketchvae.checkpoint import CheckpointError, config_from_dict, load_checkpoint
     from sketchvae.data.formats import DataError
     from sketchvae.models.sketch_rnn import SketchRNNConfig
-    from sketchvae.train import (LAST_CKPT, RESUMABLE_OVERRIDES, TrainConfig, TrainingDiverged, fit,
-                                 prepare_data, saved_train_config)
+    from sketchvae.run import BEST_CKPT, DATA_CACHE, LAST_CKPT, TENSORBOARD_MISSING, tensorboard_available
+    from sketchvae.train import (RESUMABLE_OVERRIDES, TrainConfig, TrainingDiverged, fit, prepare_data,
+                                 saved_train_config)
 
     ctx = click.get_current_context()
     given = {k for k, v in options.items()
@@ -147,32 +164,44 @@ def train(data, run_dir, resume, skip_bad, progress, **options):
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     model_fields = {f.name for f in dataclasses.fields(SketchRNNConfig)}
     run = Path(run_dir)
+    if tensorboard and not tensorboard_available():
+        raise click.UsageError(f"--tensorboard: {TENSORBOARD_MISSING}")
+    if resume and init_from:
+        raise click.UsageError("--init-from starts a new run; --resume continues this one: give one of them")
     try:
         if resume:
             saved = saved_train_config(run)
-            bad = sorted(k for k in given if k in model_fields or (k in train_fields and k not in RESUMABLE_OVERRIDES))
-            if bad:
-                raise click.UsageError(f"--resume continues the saved run exactly; these options cannot change: "
-                                       f"{', '.join('--' + b.replace('_', '-') for b in bad)} "
-                                       f"(allowed: {', '.join('--' + o.replace('_', '-') for o in RESUMABLE_OVERRIDES)})")
+            ckpt = load_checkpoint(run / LAST_CKPT)
+            saved_model = dataclasses.asdict(config_from_dict(SketchRNNConfig, ckpt["config"]))
+            fixed = {**saved_model, **{k: v for k, v in dataclasses.asdict(saved).items()
+                                       if k not in RESUMABLE_OVERRIDES}}
+            _refuse_changes(given, options, fixed, "--resume continues the saved run exactly",
+                            f"allowed: {', '.join(_flag(o) for o in RESUMABLE_OVERRIDES)}")
             tcfg = dataclasses.replace(saved, **{k: options[k] for k in given if k in train_fields})
             mcfg = None
             if not data:
-                prepared = run / "data.h5"
-                if not prepared.exists():
-                    prepared = Path(load_checkpoint(run / LAST_CKPT)["extra"].get("data", ""))
-                data = (str(prepared),)
+                data = (_run_data(run, ckpt, DATA_CACHE, LAST_CKPT),)
         else:
             if not data:
                 raise click.UsageError("DATA is required (a prepared .h5 cache, .npz / .ndjson files or class names)")
             tcfg = TrainConfig(**{k: options[k] for k in given if k in train_fields})
             mcfg = {k: options[k] for k in given if k in model_fields}  # num_classes comes from the data
-            SketchRNNConfig(**{**mcfg, "num_classes": 1})  # validate now, before preparing any data
+            if init_from:
+                init = Path(init_from)
+                if init.is_dir():
+                    init = init / BEST_CKPT if (init / BEST_CKPT).exists() else init / LAST_CKPT
+                init_from = str(init)
+                _refuse_changes(given, options, {k: v for k, v in load_checkpoint(init)["config"].items()
+                                                 if k in model_fields},
+                                "--init-from takes the model from the checkpoint", "leave the model options out")
+                mcfg = None
+            else:
+                SketchRNNConfig(**{**mcfg, "num_classes": 1})  # validate now, before preparing any data
             if (run / LAST_CKPT).exists():
                 raise click.UsageError(f"{run} already holds a run; use --resume to continue it or choose another -o")
         with new_run_dir(run):
             try:
-                cache_path = prepare_data(list(data), run, skip_bad=skip_bad)
+                cache_path = prepare_data(list(data), run, keep_existing=resume, skip_bad=skip_bad)
             except DataError as err:
                 if skip_bad or _is_cache(data):
                     raise
@@ -181,12 +210,18 @@ def train(data, run_dir, resume, skip_bad, progress, **options):
                                            ) from None
             callback = _ProgressCallback(show_progress(progress))
             try:
-                result = fit(mcfg, tcfg, cache_path, run, resume=resume, callback=callback)
+                result = fit(mcfg, tcfg, cache_path, run, resume=resume, callback=callback, init_from=init_from,
+                             tensorboard=tensorboard)
             finally:
                 callback.close()
+    except runtime.TrainingInterrupted as err:
+        where = f"step {err.step}" if err.step is not None else "its last save"
+        click.echo(f"\nstopped by {err.signal_name}: {err.checkpoint} holds {where}. Resume with:\n"
+                   f"  sketchvae train -o {shlex.quote(str(run_dir))} --resume", err=True)
+        ctx.exit(err.exit_code)
     except TrainingDiverged as err:
         _fail(err)
-    except (ValueError, CheckpointError, FileNotFoundError) as err:
+    except (ValueError, CheckpointError, FileNotFoundError, runtime.DiskFullError) as err:
         _fail(err)
     if result.best_valid:
         bv = result.best_valid
@@ -196,7 +231,35 @@ def train(data, run_dir, resume, skip_bad, progress, **options):
         click.echo(f"test (best.pt): loss {t['loss']:.4f}  recon {t['recon']:.4f}  kl {t['kl']:.4f}")
     if result.nonfinite_skipped:
         click.echo(f"skipped {result.nonfinite_skipped} steps with a non-finite loss or gradient")
-    click.echo(f"run folder: {result.run_dir} ({result.step} steps, {result.elapsed_s:.0f} s)")
+    click.echo(f"run folder: {result.run_dir} ({result.step} steps, {result.elapsed_s:.0f} s); "
+               f"curves and samples: sketchvae report {shlex.quote(str(run_dir))}")
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _refuse_changes(given: set, options: dict, fixed: dict, why: str, hint: str) -> None:
+    """UsageError naming the options given with a value other than the one `fixed` holds."""
+    differ = sorted(k for k in given if k in fixed and options[k] != fixed[k])
+    if differ:
+        shown = ", ".join(f"{_flag(k)} {options[k]} (the run's: {fixed[k]})" for k in differ)
+        raise click.UsageError(f"{why}; these options differ from it: {shown} ({hint})")
+
+
+def _run_data(run, ckpt: dict, data_cache: str, last: str) -> str:
+    """The data a run trained on: its data.h5, else the path recorded in last.pt (absolute since
+    this version; an older run's relative path only works from the folder it was started in)."""
+    from pathlib import Path
+
+    prepared = run / data_cache
+    if prepared.exists():
+        return str(prepared)
+    recorded = ckpt["extra"].get("data") or ""
+    if not recorded or not Path(recorded).exists():
+        raise click.UsageError(f"{run / last} records its data as {recorded!r}, which is not found from here "
+                               f"({Path.cwd()}); pass DATA again: sketchvae train DATA -o {run} --resume")
+    return recorded
 
 
 class _ProgressCallback:
@@ -292,3 +355,29 @@ def evaluate(checkpoint, data, split, batch_size, device, seed, max_batches, as_
                + (f", {metrics['skipped']} too long left out" if metrics["skipped"] else "") + "):")
     click.echo(f"  loss {metrics['loss']:.4f}  recon {metrics['recon']:.4f} (offset {metrics['offset']:.4f}, "
                f"pen {metrics['pen']:.4f})  kl {metrics['kl']:.4f}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
+              help="HTML file to write  [default: RUN_DIR/report.html]")
+def report(run_dir, out):
+    """Write RUN_DIR/report.html: loss curves, sample grids over time and the run's config.
+
+    The page is one self-contained file (the curves are a PNG drawn with matplotlib, the grids
+    the run's samples/step_NNNNNN.svg, embedded): open it in a browser, mail it, keep it.  It can
+    be written while the run is still training.
+
+    \b
+    Examples:
+      sketchvae report runs/sheep                 # then open runs/sheep/report.html
+      sketchvae report runs/sheep -o sheep.html
+    """
+    from sketchvae import runtime
+    from sketchvae.run import RunFolder
+
+    try:
+        path = RunFolder(run_dir).write_report(out)
+    except (ValueError, FileNotFoundError, runtime.DiskFullError) as err:
+        _fail(err)
+    click.echo(f"wrote {path}")

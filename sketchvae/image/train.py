@@ -10,8 +10,9 @@ eta_step is the shared KL warm-up (`sketchvae.losses.KLSchedule`: eta_step = 1 -
 
 Run folder (same layout as the Sketch-RNN trainer):
 
-* ``last.pt``   after every epoch: model, config, and ``train_state`` (optimizer, epoch, step, RNG
-                state, best test ELBO) for ``resume=True``; written atomically.
+* ``last.pt``   after every epoch, every ``save_minutes`` and on Ctrl-C / SIGTERM: model, config, and
+                ``train_state`` (optimizer, epoch, batches done in it, step, RNG state, best ELBO) for
+                ``resume=True``; written atomically.
 * ``best.pt``   the epoch with the highest ELBO on a validation set held out from the training
                 images (the last ``valid_size``, default 5000). The test set is never used to choose
                 a model; with ``valid_size=0`` there is no selection and best.pt is the last epoch.
@@ -19,8 +20,9 @@ Run folder (same layout as the Sketch-RNN trainer):
                 ``loss``, ``recon``, ``kl``, ``elbo`` (nats per image); train lines add ``kl_weight``,
                 ``lr``, ``images_per_s``, ``seconds``.
 
-Dynamic binarisation draws epoch e's data from a generator seeded by (seed, e), so resuming at an
-epoch boundary reproduces the uninterrupted run.
+Dynamic binarisation draws epoch e's data from a generator seeded by (seed, e) and the batch order
+is a function of (seed, e), so resuming - at an epoch boundary or inside an epoch, where the batches
+already done are skipped - reproduces the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -106,12 +108,22 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ImageVAEConfig, ImageTrainConf
 
 def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | os.PathLike,
         run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = False,
-        callback: Callable[[dict], None] | None = None) -> ImageFitResult:
+        callback: Callable[[dict], None] | None = None, save_minutes: float = 10.0) -> ImageFitResult:
     """Train (or, with `resume`, continue from ``run_dir/last.pt``) an image VAE.
 
     On resume the model comes from last.pt (`model_config` is ignored); `config` may differ from the
-    saved one (e.g. more epochs). `callback(record)` gets every metrics record.
+    saved one (e.g. more epochs). `callback(record)` gets every metrics record.  Ctrl-C / SIGTERM
+    save last.pt after the current batch and raise `runtime.TrainingInterrupted` (a second one stops
+    at once); last.pt is also saved every `save_minutes` (0 = only after each epoch).
     """
+    with runtime.StopRequests(save_minutes) as stops:
+        return _fit(model_config, config, data_dir, run_dir, resume=resume, progress=progress, callback=callback,
+                    stops=stops)
+
+
+def _fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | os.PathLike,
+         run_dir: str | os.PathLike, *, resume: bool, progress: bool, callback: Callable[[dict], None] | None,
+         stops: runtime.StopRequests) -> ImageFitResult:
     run_dir = Path(run_dir)
     last_path, best_path, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
     if not resume and last_path.exists():
@@ -125,6 +137,7 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
     model = ImageVAE(model_config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     epoch, step, best = 0, 0, -float("inf")
+    skip, partial = 0, None  # batches of `epoch` already done, and their summed losses (resuming inside an epoch)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ts = ckpt["train_state"]
@@ -132,6 +145,7 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
         for group in opt.param_groups:
             group["lr"] = config.lr
         epoch, step, best = int(ts["epoch"]), int(ts["step"]), float(ts["best_elbo"])
+        skip, partial = int(ts.get("batch", 0)), ts.get("partial")
         runtime.set_rng_state(ts["rng"])
         _truncate_metrics(metrics_path, epoch)
 
@@ -162,18 +176,32 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
         return {"data_dir": str(data_dir), "binarize": config.binarize, "epoch": epoch, "step": step,
                 "metrics": metrics, "train_config": dataclasses.asdict(config)}
 
+    def save_last(batch: int, sums: torch.Tensor | None, seconds: float) -> None:
+        train_state = {"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "best_elbo": best,
+                       "rng": runtime.rng_state(), "batch": batch}
+        if batch:
+            train_state["partial"] = {"sums": sums.detach().cpu(), "seconds": seconds}
+        save_checkpoint(last_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
+                        extra=extra(last_metrics), train_state=train_state)
+
     last_metrics: dict = {}
     nb = train.num_batches(config.batch_size)
     while epoch < config.epochs:
         model.train()
         t0 = time.perf_counter()
         sums = torch.zeros(3, device=device)  # loss, recon, kl (summed over images)
+        if partial is not None:
+            sums, t0 = partial["sums"].to(device), t0 - float(partial["seconds"])
+        partial = None
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+            bar = tqdm(total=nb, initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       leave=False)
         for i, (x, y) in enumerate(train.batches(config.batch_size, epoch=epoch)):
+            if i < skip:  # done before the run was stopped
+                continue
             w = schedule.weight(step)
             terms = elbo_terms(model, x, y if conditional else None)
             loss = vae_loss(terms, w)
@@ -187,6 +215,14 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
                 bar.update(1)
                 if i % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.2f}")
+            if (stops.requested or stops.save_due()) and i + 1 < nb:
+                save_last(i + 1, sums, time.perf_counter() - t0)
+                stops.saved()
+                if stops.requested:
+                    if bar is not None:
+                        bar.close()
+                    raise runtime.TrainingInterrupted(stops.requested, step, str(last_path), str(run_dir))
+        skip = 0
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -212,10 +248,10 @@ def fit(model_config: ImageVAEConfig, config: ImageTrainConfig, data_dir: str | 
             best = sel
             save_checkpoint(best_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
                             extra=extra(last_metrics))
-        train_state = {"optimizer": opt.state_dict(), "epoch": epoch, "step": step, "best_elbo": best,
-                       "rng": runtime.rng_state()}
-        save_checkpoint(last_path, kind=KIND, config=model_config, model=model, class_names=CLASS_NAMES,
-                        extra=extra(last_metrics), train_state=train_state)
+        save_last(0, None, 0.0)
+        stops.saved()
+        if stops.requested:  # the signal came during the epoch's last batch or its evaluation
+            raise runtime.TrainingInterrupted(stops.requested, step, str(last_path), str(run_dir))
     return ImageFitResult(run_dir=run_dir, epochs=epoch, step=step, best_elbo=best if select else float("nan"),
                           last=last_metrics)
 

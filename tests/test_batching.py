@@ -376,6 +376,34 @@ def test_loader_prefetch_and_workers_give_the_same_batches(cache):
         assert_batches_equal(a, b)
 
 
+_CTRL_C_SCRIPT = """
+import os, signal, sys, time
+from sketchvae.data import batching as B
+caught = []
+loader = B.make_loader(sys.argv[1], "train", 8, 60, num_workers=1)
+count = 0
+for batch in loader:
+    if count == 0:  # the workers run by now; the trainer's handler (note it, go on) comes after them
+        signal.signal(signal.SIGINT, lambda *a: caught.append(1))
+        os.killpg(os.getpgrp(), signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        time.sleep(0.5)
+    count += 1
+print("batches", count, "caught", len(caught))
+"""
+
+
+def test_loader_workers_leave_ctrl_c_to_the_main_process(cache):
+    """A terminal's Ctrl-C must not kill the workers under a trainer that saves last.pt on it."""
+    import subprocess
+    import sys
+
+    expected = len(B.make_loader(cache, "train", 8, MAX_LEN))
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C_SCRIPT, str(cache.path)], capture_output=True,
+                          text=True, timeout=120, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["batches", str(expected), "caught", "1"]
+
+
 def test_loader_prefetch_stops_when_abandoned(cache):
     loader = B.make_loader(cache, "train", 8, MAX_LEN, prefetch=2)
     it = iter(loader)

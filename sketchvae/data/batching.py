@@ -703,7 +703,7 @@ class SketchLoader:
         if self.num_workers > 0 and todo:
             it = iter(torch.utils.data.DataLoader(_EpochBatches(self.dataset, todo, epoch, self.pad_to),
                                                   batch_size=None, shuffle=False, num_workers=self.num_workers,
-                                                  pin_memory=self.pin_memory))
+                                                  pin_memory=self.pin_memory, worker_init_fn=_ignore_sigint))
         else:
             def collated() -> Iterator[Batch]:
                 for bt in todo:
@@ -715,6 +715,15 @@ class SketchLoader:
             self.sampler.batch_index = start + k + 1  # position of the next batch
             yield batch
         self.sampler.set_epoch(epoch + 1, 0)
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process: a terminal's SIGINT reaches the whole process
+    group, and a worker that died of it would break the batch the main process is waiting for while it
+    saves last.pt (`runtime.StopRequests`).  Workers end when the main process closes the loader."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(cache_or_path, split: str = "train", batch_size: int = 100, max_len: int = 250, *,

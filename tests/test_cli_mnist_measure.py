@@ -104,7 +104,10 @@ def test_attribute_json_and_picture(runs, data_dir, tmp_path):
     assert Image.open(out).size == (2 * (6 * 30 + 2), 2 * (4 * 30 + 2))  # original + 5 alphas, 4 rows
     text = run("attribute", runs / "sup" / "best.pt", "--attr", "slant", "--alphas", "-1,1", "--rows", 0,
                "--data-dir", data_dir, "--classifier", runs / "clf.pt", "--measure", 20).output
-    assert "recognised" in text and "z_attr from 300 training images" in text
+    assert "recognised" in text and "z_attr from 300 training images, quarters within each digit" in text
+    text = run("attribute", runs / "vae" / "best.pt", "--attr", "width", "--pooled", "--rows", 0,
+               "--data-dir", data_dir, "--classifier", runs / "clf.pt", "--measure", 20).output
+    assert "pooled quarters" in text
     r = run("attribute", runs / "vae" / "best.pt", "--attr", "slant", "--alphas", "a,b", "--data-dir", data_dir,
             ok=False)
     assert "--alphas" in r.output

@@ -135,6 +135,24 @@ def test_attribute_vector_is_top_minus_bottom_quarter():
         attribute_vector(codes, values[:5])
 
 
+def test_attribute_vector_within_groups_removes_the_group_confound():
+    """Two groups whose codes differ by a large offset along dim 0 and whose attribute differs with the group
+    too; within each group the attribute follows dim 1. Pooled quarters pick up the group offset, the
+    within-group vector only dim 1."""
+    rng = np.random.default_rng(0)
+    n = 400
+    groups = np.repeat([0, 1], n // 2)
+    t = rng.random(n)
+    codes = torch.from_numpy(np.stack([10.0 * groups, t], axis=1))
+    values = t + 5.0 * groups  # group 1 has far more of the attribute
+    pooled = attribute_vector(codes, values)
+    within = attribute_vector(codes, values, groups=groups)
+    assert pooled[0] == pytest.approx(10.0)  # the top quarter is all group 1, the bottom all group 0
+    assert within[0] == pytest.approx(0.0) and within[1] > 0.6
+    per_group = [attribute_vector(codes[groups == g], values[groups == g]) for g in (0, 1)]
+    assert torch.allclose(within, (per_group[0] + per_group[1]) / 2)
+
+
 class _Shift(torch.nn.Module):
     """A toy 'model' whose code is (ink, 0) and whose decoder draws a bar of the code's width."""
 
@@ -182,7 +200,7 @@ def test_classifier_learns_synthetic_digits(tmp_path):
     grey = lambda a: torch.from_numpy(a).reshape(len(a), -1).float() / 255  # noqa: E731
     cfg = ClassifierConfig(channels=8, hidden_size=32, dropout=0.0)
     seen = []
-    model = fit_classifier(cfg, grey(xs), torch.from_numpy(ys), epochs=6, batch_size=30, lr=3e-3,
+    model = fit_classifier(cfg, grey(xs), torch.from_numpy(ys), epochs=6, batch_size=30, lr=3e-3, lr_decay=1.0, max_shift=0,
                            callback=seen.append)
     assert [r["epoch"] for r in seen] == list(range(1, 7)) and seen[-1]["loss"] < seen[0]["loss"]
     assert accuracy(model, grey(xt), torch.from_numpy(yt)) > 0.9
@@ -200,3 +218,16 @@ def test_reconstruction_is_the_bernoulli_cross_entropy_at_the_point_code():
     p = torch.sigmoid(model.decode(model.encode(x, y)[0], y))
     want = -(x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
     assert torch.allclose(reconstruction(model, x, y, batch_size=2), want, rtol=1e-4)
+
+
+def test_random_shift_moves_whole_images_by_at_most_the_limit():
+    from sketchvae.image.classifier import random_shift
+
+    x = torch.zeros(400, 784)
+    x.view(400, 28, 28)[:, 13, 14] = 1.0
+    y = random_shift(x, 2, torch.Generator().manual_seed(0))
+    pos = (y.view(400, 28, 28) == 1).nonzero()[:, 1:]  # one pixel per image survives
+    assert len(pos) == 400 and torch.equal(y.sum(1), torch.ones(400))
+    d = pos - torch.tensor([13, 14])
+    assert d.abs().max() == 2 and {tuple(v) for v in d.tolist()} == {(a, b) for a in range(-2, 3) for b in range(-2, 3)}
+    assert torch.equal(random_shift(x, 0), x)

@@ -47,13 +47,17 @@ def _threads(n: int) -> None:
 
 @main.group()
 def mnist():
-    """MNIST image VAEs (MLP, convolutional, class-conditional): download, train, evaluate, draw.
+    """MNIST image VAEs (MLP, convolutional, class-conditional) and adversarial autoencoders: download,
+    train, evaluate, compare, draw.
 
     \b
       sketchvae mnist download
       sketchvae mnist train --model mlp -o runs/mnist_mlp --epochs 50
       sketchvae mnist evaluate runs/mnist_mlp/best.pt --k 5000
       sketchvae mnist sample runs/mnist_mlp/best.pt -n 64 -o grid.png
+      sketchvae mnist train --model aae -o runs/mnist_aae --epochs 30
+      sketchvae mnist compare checkpoints/mnist_conv.pt checkpoints/mnist_aae.pt
+      sketchvae mnist attribute checkpoints/mnist_conv.pt --attr slant -o slant.png
     """
 
 
@@ -96,7 +100,7 @@ def download(data_dir, base_url):
               help="KL warm-up: weight at step 0 as a fraction of beta [1.0 = no warm-up].")
 @click.option("--kl-decay-rate", type=float, default=None, help="KL warm-up rate R per step [0.999].")
 @click.option("--adv-lr", type=float, default=None,
-              help="AAE: Adam learning rate of the discriminator and of the encoder as generator [2e-4].")
+              help="AAE: Adam learning rate of the discriminator and of the encoder as generator [5e-4].")
 @click.option("--binarize", type=click.Choice(["dynamic", "static", "grey"]), default=None,
               help="dynamic (fresh Bernoulli sample per epoch) | static (one fixed sample) | grey [dynamic].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
@@ -362,21 +366,24 @@ def manifold(checkpoint, out, n, digit, scale):
 @mnist.command()
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint file to write.")
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
-@click.option("--epochs", type=int, default=4, show_default=True)
+@click.option("--epochs", type=int, default=6, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate of the first epoch.")
+@click.option("--lr-decay", type=float, default=0.6, show_default=True, help="Learning rate factor per epoch.")
+@click.option("--max-shift", type=int, default=2, show_default=True,
+              help="Augmentation: random shifts of up to N pixels (0 = none).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, default=None, help="Train on the first N training images only [all 60000].")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default).")
 @_errors
-def classifier(out, data_dir, epochs, batch_size, lr, seed, limit, threads):
+def classifier(out, data_dir, epochs, batch_size, lr, lr_decay, max_shift, seed, limit, threads):
     """Train the small CNN digit classifier that `mnist compare` and `mnist attribute` measure with.
 
     It learns from the grey training images (all 60000: it is an instrument, never chosen on the test
     set), then prints and stores its accuracy on the 10000 test images.
 
     \b
-      sketchvae mnist classifier -o checkpoints/mnist_classifier.pt --epochs 4
+      sketchvae mnist classifier -o checkpoints/mnist_classifier.pt --epochs 6
     """
     import torch
 
@@ -392,15 +399,16 @@ def classifier(out, data_dir, epochs, batch_size, lr, seed, limit, threads):
     config = ClassifierConfig()
 
     def show(rec):
-        click.echo(f"epoch {rec['epoch']}  loss {rec['loss']:.4f}  train accuracy {rec['train_accuracy']:.4f}  "
-                   f"{rec['seconds']:.0f} s", err=True)
+        click.echo(f"epoch {rec['epoch']}  lr {rec['lr']:.2e}  loss {rec['loss']:.4f}  "
+                   f"train accuracy {rec['train_accuracy']:.4f}  {rec['seconds']:.0f} s", err=True)
 
     model = fit_classifier(config, grey(images), torch.from_numpy(labels), epochs=epochs, batch_size=batch_size,
-                           lr=lr, seed=seed, callback=show, progress=True)
+                           lr=lr, lr_decay=lr_decay, max_shift=max_shift, seed=seed, callback=show, progress=True)
     acc = accuracy(model, grey(test_images), torch.from_numpy(test_labels))
     save_checkpoint(out, kind=KIND, config=config, model=model, class_names=CLASS_NAMES,
                     extra={"test_accuracy": acc, "train_images": len(images), "epochs": epochs,
-                           "batch_size": batch_size, "lr": lr, "seed": seed})
+                           "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "max_shift": max_shift,
+                           "seed": seed})
     click.echo(f"test accuracy {acc:.4f} on {len(test_images)} images; {out}")
 
 
@@ -461,8 +469,9 @@ def compare(checkpoints, data_dir, classifier_path, n_samples, limit, n_valid, k
       sketchvae mnist compare checkpoints/mnist_conv.pt checkpoints/mnist_cvae.pt checkpoints/mnist_aae.pt
       sketchvae mnist compare runs/aae/best.pt --samples 1000 --limit 1000 --k 0 --json
     """
+    from pathlib import Path
+
     import torch
-    from tqdm import tqdm
 
     from sketchvae.image.data import load_data, load_split
     from sketchvae.image.measure import compare_model
@@ -483,14 +492,12 @@ def compare(checkpoints, data_dir, classifier_path, n_samples, limit, n_valid, k
         model, ckpt = _load(path)
         binarize = ckpt["extra"].get("binarize", "dynamic")
         test = load_data(data_dir, "test", binarize=binarize, limit=limit, train=False)
-        with tqdm(desc=str(path), total=0, bar_format="{desc}: {postfix}", file=sys.stderr, leave=False) as bar:
-            def say(text, bar=bar):
-                bar.set_postfix_str(text)
+        def say(text, path=path):
+            click.echo(f"{path}: {text}", err=True)
 
-            with torch.no_grad():
-                m = compare_model(model, test=test, test_grey=test_grey, valid_grey=valid_grey, classifier=clf,
-                                  n_samples=n_samples, k=k, nll_limit=nll_limit, seed=seed, progress=say)
-        from pathlib import Path
+        with torch.no_grad():
+            m = compare_model(model, test=test, test_grey=test_grey, valid_grey=valid_grey, classifier=clf,
+                              n_samples=n_samples, k=k, nll_limit=nll_limit, seed=seed, progress=say)
 
         results.append({"model": Path(path).stem, "checkpoint": str(path), "binarize": binarize, **m})
     if as_json:
@@ -505,9 +512,10 @@ def compare(checkpoints, data_dir, classifier_path, n_samples, limit, n_valid, k
         click.echo(f"{r['model']:<18} {r['kind']:<26} {r['recon']:>7.2f} {_fmt(r['elbo']):>8} {nll:>7} "
                    f"{parzen:>15} {r['sigma']:>6.3f} {_fmt(r['accuracy_as_asked'], '.3f'):>6} "
                    f"{r['inception_score']:>5.2f}")
-    click.echo(f"\ntest images {results[0]['n_test']}; samples {n_samples}; window width chosen on the last "
-               f"{n_valid} training images; nll: IWAE k={k} on the first {min(nll_limit, results[0]['n_test'])} "
-               f"test images (* = given the label, -log p(x | y))")
+    nll_note = (f"IWAE bound, k={k}, on the first {min(nll_limit, results[0]['n_test'])} test images "
+                f"(* = given the label, -log p(x | y))" if k else "not measured (--k 0)")
+    click.echo(f"\ntest images {results[0]['n_test']}; samples {n_samples}; Parzen window width chosen on the "
+               f"last {n_valid} training images; nll: {nll_note}")
     click.echo("class histogram of the samples (fraction per digit 0..9):")
     for r in results:
         click.echo(f"  {r['model']:<18} " + " ".join(f"{h:.3f}" for h in r["histogram"]))
@@ -529,18 +537,22 @@ def compare(checkpoints, data_dir, classifier_path, n_samples, limit, n_valid, k
 @click.option("--rows", type=int, default=10, show_default=True, help="Test digits drawn in the picture.")
 @click.option("--train-limit", type=int, default=None,
               help="Training images that define z_attr (the first N) [all 60000].")
+@click.option("--pooled", is_flag=True,
+              help="Take the quarters over the whole training set instead of within each digit (the pooled "
+                   "thickness vector mostly turns digits into 0s or 1s).")
 @click.option("--measure", "n_measure", type=int, default=1000, show_default=True,
               help="Test images (the first N) whose decoded attribute and class are measured.")
 @click.option("--scale", type=int, default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='Print [{"alpha", "attribute", "recognised"}, ...].')
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default).")
 @_errors
-def attribute(checkpoint, attr, out, data_dir, classifier_path, alphas, rows, train_limit, n_measure, scale,
-              as_json, threads):
+def attribute(checkpoint, attr, out, data_dir, classifier_path, alphas, rows, train_limit, pooled, n_measure,
+              scale, as_json, threads):
     """Move digits along an attribute vector in latent space and measure what changes.
 
     z_attr = mean code of the training images in the top quarter of the attribute minus the mean code of
-    the bottom quarter; test digits are decoded from z + alpha * z_attr. For each alpha this prints the
+    the bottom quarter, taken within each digit and averaged over the digits (--pooled: over the whole
+    training set); test digits are decoded from z + alpha * z_attr. For each alpha this prints the
     attribute measured on the decoded images and the fraction the classifier still recognises as the
     original digit, and draws --rows test digits (one per row; original at the left, then one column per
     alpha).
@@ -574,7 +586,8 @@ def attribute(checkpoint, attr, out, data_dir, classifier_path, alphas, rows, tr
         codes = torch.cat([model.code(x_train[i:i + 2000],
                                       torch.from_numpy(train_labels[i:i + 2000]) if cond else None)
                            for i in range(0, len(x_train), 2000)])
-    z_attr = attribute_vector(codes.double(), measure_attribute(train_images / 255.0, attr)).float()
+    z_attr = attribute_vector(codes.double(), measure_attribute(train_images / 255.0, attr),
+                              groups=None if pooled else train_labels).float()
     n = max(n_measure, rows)
     x_test, y_test = _grey(test_images[:n]), torch.from_numpy(test_labels[:n])
     table, decoded = attribute_sweep(model, clf, x_test[:n_measure], y_test[:n_measure], z_attr, alpha_list, attr)
@@ -588,7 +601,8 @@ def attribute(checkpoint, attr, out, data_dir, classifier_path, alphas, rows, tr
         click.echo(json.dumps([{k: r[k] for k in ("alpha", "attribute", "recognised")} for r in table]))
         return
     original = measure_attribute(x_test[:n_measure].numpy(), attr).mean()
-    click.echo(f"{attr}: z_attr from {len(x_train)} training images (|z_attr| = {z_attr.norm():.3f}); "
+    how = "pooled quarters" if pooled else "quarters within each digit"
+    click.echo(f"{attr}: z_attr from {len(x_train)} training images, {how} (|z_attr| = {z_attr.norm():.3f}); "
                f"{n_measure} test digits; the originals measure {original:.3f}")
     click.echo(f"{'alpha':>6} {attr:>10} {'recognised':>11}")
     for r in table:

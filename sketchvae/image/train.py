@@ -68,7 +68,7 @@ class ImageTrainConfig:
     valid_size: int = 5000  # hold out the last N training images to select best.pt (0 = best.pt is the last epoch)
     eval_limit: int = 0  # per-epoch evaluation on the first N images of the test split (0 = all)
     eval_batch_size: int = 1000  # images per evaluation batch
-    adv_lr: float = 2e-4  # AAE only: Adam learning rate of the discriminator and of the encoder as generator
+    adv_lr: float = 5e-4  # AAE only: Adam lr of the discriminator and of the encoder as generator, 1e-4..lr
 
     def __post_init__(self) -> None:
         for name, lo in (("epochs", 0), ("batch_size", 1), ("limit", 0), ("valid_size", 0), ("eval_limit", 0),

@@ -116,14 +116,14 @@ def test_attribute_json_and_picture(runs, data_dir, tmp_path):
 def test_latent_maps(runs, data_dir, tmp_path):
     out = tmp_path / "maps.png"
     run("latents", runs / "vae" / "best.pt", runs / "aae" / "best.pt", runs / "mix" / "best.pt", "-o", out,
-        "--data-dir", data_dir, "--titles", "VAE,AAE,AAE mixture", "--prior-samples", 300)
+        "--data-dir", data_dir, "--title", "VAE, 2-d", "--title", "AAE", "--title", "AAE mixture", "--prior-samples", 300)
     w, h = Image.open(out).size
     assert w > 2 * h * 0.6 and h > 300  # three columns, two rows
     r = run("latents", runs / "sup" / "best.pt", "-o", tmp_path / "x.png", "--data-dir", data_dir, ok=False)
     assert "z_size 3" in r.output and not (tmp_path / "x.png").exists()
-    r = run("latents", runs / "vae" / "best.pt", "-o", tmp_path / "x.png", "--titles", "a,b", "--data-dir",
-            data_dir, ok=False)
-    assert "--titles" in r.output
+    r = run("latents", runs / "vae" / "best.pt", "-o", tmp_path / "x.png", "--title", "a", "--title", "b",
+            "--data-dir", data_dir, ok=False)
+    assert "2 --title for 1 checkpoints" in r.output
 
 
 def test_same_style_rows(runs, tmp_path):

@@ -617,7 +617,8 @@ def attribute(checkpoint, attr, out, data_dir, classifier_path, alphas, rows, tr
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
 @click.option("--limit", type=int, default=None, help="Plot the first N test images [all 10000].")
 @click.option("--prior-samples", type=int, default=5000, show_default=True, help="Prior samples per model.")
-@click.option("--titles", default=None, help="Comma-separated panel titles [the checkpoints' kinds].")
+@click.option("--title", "titles", multiple=True,
+              help="Panel title, once per checkpoint in order [the checkpoints' kinds].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_errors
 def latents(checkpoints, out, data_dir, limit, prior_samples, titles, seed):
@@ -634,9 +635,9 @@ def latents(checkpoints, out, data_dir, limit, prior_samples, titles, seed):
     from sketchvae.image.measure import describe, is_conditional
     from sketchvae.image.plots import latent_maps
 
-    names = [t.strip() for t in titles.split(",")] if titles else None
+    names = list(titles) or None
     if names is not None and len(names) != len(checkpoints):
-        raise click.UsageError(f"--titles has {len(names)} names for {len(checkpoints)} checkpoints")
+        raise click.UsageError(f"{len(names)} --title for {len(checkpoints)} checkpoints: give one per checkpoint")
     images, labels = load_split(data_dir, "test", limit)
     x, y = _grey(images), torch.from_numpy(labels)
     panels = []

@@ -456,8 +456,9 @@ def compare(checkpoints, data_dir, classifier_path, n_samples, limit, n_valid, k
     For every model (VAE, CVAE, AAE), in nats per image:
       recon    -log p(x | z) at the model's point code (VAE: posterior mean; AAE: z = q(x)),
                on the binarised test images
-      elbo     test ELBO (VAEs only)          nll  IWAE bound -log p(x), k samples (VAEs only;
-               for a class-conditional model both are given the label: -log p(x | y))
+      elbo     test ELBO (VAEs only)
+      nll      importance-weighted bound on -log p(x), --k samples, first --nll-limit test images
+               (VAEs only; for a class-conditional model both are given the label: -log p(x | y))
       parzen   Parzen-window log-likelihood of the grey test images under a Gaussian kernel density
                of --samples samples (window width chosen on --valid held-out training images; the
                GAN / AAE papers' protocol, AAE: 340 +- 2); +- is the standard error over test images,

@@ -37,6 +37,8 @@ MODEL_KINDS: dict[str, tuple[type, Callable[[Any], torch.nn.Module]]] = {}
 _KIND_MODULES = {
     "sketch_rnn": "sketchvae.models.sketch_rnn",
     "image_vae": "sketchvae.image.models",
+    "image_aae": "sketchvae.image.aae",
+    "image_classifier": "sketchvae.image.classifier",
 }
 
 

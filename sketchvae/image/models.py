@@ -52,6 +52,28 @@ class ImageVAEConfig:
         return self.image_size * self.image_size
 
 
+def onehot_labels(labels: Tensor | None, k: int, batch: int, ref: Tensor, what: str = "model") -> Tensor | None:
+    """Labels (int (B,) or float one-hot / blend rows (B, k)) -> (B, k) rows in `ref`'s dtype and device;
+    None for an unconditional model (k = 0), which must not be given labels."""
+    if k == 0:
+        if labels is not None:
+            raise ValueError(f"labels given to an unconditional image {what} (num_classes=0)")
+        return None
+    if labels is None:
+        raise ValueError(f"this class-conditional {what} needs labels (0..{k - 1})")
+    labels = torch.as_tensor(labels, device=ref.device)
+    if labels.dtype.is_floating_point and labels.dim() == 2:
+        y = labels.to(ref.dtype)  # (B, C) one-hot or blend
+    else:
+        labels = labels.long()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels must be in 0..{k - 1}, got {labels.min().item()}..{labels.max().item()}")
+        y = F.one_hot(labels, k).to(ref.dtype)
+    if y.shape != (batch, k):
+        raise ValueError(f"labels of shape {tuple(y.shape)} do not fit a batch of {batch} and {k} classes")
+    return y
+
+
 class ImageVAE(nn.Module):
     def __init__(self, config: ImageVAEConfig):
         super().__init__()
@@ -85,24 +107,7 @@ class ImageVAE(nn.Module):
 
     # ---- helpers
     def _onehot(self, labels: Tensor | None, batch: int, ref: Tensor) -> Tensor | None:
-        k = self.config.num_classes
-        if k == 0:
-            if labels is not None:
-                raise ValueError("labels given to an unconditional image VAE (num_classes=0)")
-            return None
-        if labels is None:
-            raise ValueError(f"this class-conditional VAE needs labels (0..{k - 1})")
-        labels = torch.as_tensor(labels, device=ref.device)
-        if labels.dtype.is_floating_point and labels.dim() == 2:
-            y = labels.to(ref.dtype)  # (B, C) one-hot or blend
-        else:
-            labels = labels.long()
-            if labels.numel() and (labels.min() < 0 or labels.max() >= k):
-                raise ValueError(f"labels must be in 0..{k - 1}, got {labels.min().item()}..{labels.max().item()}")
-            y = F.one_hot(labels, k).to(ref.dtype)
-        if y.shape != (batch, k):
-            raise ValueError(f"labels of shape {tuple(y.shape)} do not fit a batch of {batch} and {k} classes")
-        return y
+        return onehot_labels(labels, self.config.num_classes, batch, ref, "VAE")
 
     def _flat(self, x: Tensor) -> Tensor:
         return x.reshape(len(x), -1)
@@ -121,6 +126,11 @@ class ImageVAE(nn.Module):
             hid = self.enc_fc(feat if y is None else torch.cat([feat, y], dim=-1))
         return self.mu(hid), self.presig(hid)
 
+    def code(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The point code of an image (B, D): the posterior mean mu (what latent maps, interpolation and
+        attribute vectors use; an adversarial autoencoder's `code` is its deterministic z)."""
+        return self.encode(x, labels)[0]
+
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         y = self._onehot(labels, len(z), z)
         if y is not None:
@@ -137,12 +147,15 @@ class ImageVAE(nn.Module):
         z = reparameterize(mu, presig, generator)  # Kingma & Welling 2014, sec. 2.4
         return {"logits": self.decode(z, labels), "mu": mu, "presig": presig, "z": z}
 
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws of z from the prior N(0, I), (n, z_size), on the model's device."""
+        dev = next(self.parameters()).device
+        return torch.randn(n, self.config.z_size, generator=generator).to(dev)  # CPU generator: device-independent
+
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """n images from the prior: Bernoulli means (probabilities) (n, 784)."""
-        dev = next(self.parameters()).device
-        z = torch.randn(n, self.config.z_size, generator=generator).to(dev)  # CPU generator: device-independent
-        return torch.sigmoid(self.decode(z, labels))
+        return torch.sigmoid(self.decode(self.sample_latents(n, generator), labels))
 
 
 def elbo_terms(model: ImageVAE, x: Tensor, labels: Tensor | None = None,

@@ -101,10 +101,12 @@ class TrainConfig:
     lr_decay: float = 0.9999
     # Floor the learning rate decays towards; reference 1e-5.
     min_lr: float = 1e-5
-    # w_KL, the final weight of the KL term (eq. 10).  magenta's default is 1.0, its published
-    # aaron_sheep / Quick, Draw! models use 0.5 (the paper's Fig. 6 range: 0.25 .. 1.0); we use 0.5.
+    # w_KL, the final weight of the KL term (eq. 10).  magenta's default (`get_default_hparams`) is
+    # 0.5, "recommend 0.5 or 1.0" (1.0 = the true ELBO; the paper's Fig. 6 range: 0.25 .. 1.0).
     kl_weight: float = 0.5
-    # eta_min, the KL weight at step 0 as a fraction of w_KL (eq. 11); in [0, 1], reference 0.01.
+    # eta_min, the KL weight at step 0 as a fraction of w_KL (eq. 11); in [0, 1], the paper's 0.01.
+    # magenta's code starts from an ABSOLUTE weight kl_weight_start = 0.01, i.e. eta_min = 0.01 / w_KL
+    # (0.02 with w_KL 0.5): `--preset magenta` sets that.
     kl_eta_min: float = 0.01
     # R, the KL annealing rate per step (eq. 11): eta_step = 1 - (1 - eta_min) R^step; reference 0.99995.
     kl_decay_rate: float = 0.99995
@@ -139,6 +141,9 @@ class TrainConfig:
     num_workers: int = 0
     # torch intra-op threads on CPU (0 = torch's default).
     num_threads: int = 0
+    # Stop after this many minutes of wall time (validating and saving last.pt at the step it stops
+    # at); 0 = no limit.  For fixed-time runs (scripts/gpu_check.sh); `steps` still caps the run.
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int) -> None:
@@ -168,6 +173,7 @@ class TrainConfig:
         _real("grad_clip", 0.0, math.inf, hi_open=True)
         _real("augment_scale", 0.0, 1.0, hi_open=True)
         _real("augment_drop", 0.0, 1.0, hi_open=True)
+        _real("max_minutes", 0.0, math.inf, hi_open=True)
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"TrainConfig.clip_mode={self.clip_mode!r} is not one of {CLIP_MODES}")
         if self.min_lr > self.lr:
@@ -187,7 +193,7 @@ class TrainConfig:
 
 # Fields that do not change the trajectory: they may differ between a run and its resumption.
 RESUMABLE_OVERRIDES = ("steps", "eval_every", "save_every", "log_every", "eval_batches", "test_at_end",
-                       "device", "max_nonfinite", "num_workers", "num_threads")
+                       "device", "max_nonfinite", "num_workers", "num_threads", "max_minutes")
 
 
 class TrainingDiverged(RuntimeError):
@@ -566,7 +572,7 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
         class_map = _label_map(ckpt["class_names"], class_names, data_name)
         class_names = list(ckpt["class_names"]) or class_names
     if model is None:
-        model_config = _model_config_for(model_config, class_names, data_name)
+        model_config = _model_config_for(model_config, class_names, data_name, cache.max_sketch_len)
 
     runtime.seed_everything(cfg.seed)  # the same initial weights on every rank
     if model is None:
@@ -627,7 +633,7 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
                    "steps": cfg.steps, "resumed": ckpt is not None, "num_params": sum(p.numel() for p in model.parameters()),
                    "train_sketches": len(loader.dataset.indices), "dropped_too_long": loader.dataset.num_too_long,
                    "batches_per_epoch": len(loader), "num_threads": torch.get_num_threads(), "model_config": dataclasses.asdict(model_config),
-                   "run_dir": str(run_dir), "data": data_name})
+                   "run_dir": str(run_dir), "data": data_name, "data_max_len": int(getattr(cache, "max_sketch_len", 0))})
 
     def extra(metrics: dict | None) -> dict:
         return {"data": data_name, "step": trainer.step, "metrics": metrics or {},
@@ -672,6 +678,7 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
     window = _Window()
     final_valid = None
     batches = _forever(loader)
+    deadline = t_start + 60.0 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
     while trainer.step < cfg.steps:
         t0 = time.perf_counter()
         epoch = loader.epoch
@@ -691,16 +698,24 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
                     f"training stopped at step {step}: {trainer.nonfinite_streak} non-finite losses or gradients "
                     f"in a row (max_nonfinite={cfg.max_nonfinite}). The last good checkpoint is {where}. "
                     f"Try a lower lr, clip_mode 'norm' or a smaller grad_clip.")
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        out_of_time = time.perf_counter() >= deadline
+        if world_size > 1 and cfg.max_minutes > 0:  # every rank stops at the same step
+            flag = torch.tensor([int(out_of_time)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
             rec = window.record(step, info, trainer.nonfinite_total, world_size)
             if rec is not None:
                 write_metrics(rec)
-        is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+        is_eval = step % cfg.eval_every == 0 or step == cfg.steps or out_of_time
         if is_eval:
             final_valid = validate() or final_valid
         # No save inside a run of skipped steps: last.pt stays the last state that trained cleanly.
         if (is_eval or (cfg.save_every and step % cfg.save_every == 0)) and trainer.nonfinite_streak == 0:
             save_last(final_valid if is_eval else None)
+        if out_of_time:
+            log.info("stopping at step %d: max_minutes=%g reached", step, cfg.max_minutes)
+            break
 
     if trainer.step == start_step and start_step >= cfg.steps:  # resumed a finished run
         final_valid = validate()
@@ -721,15 +736,23 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
     return result
 
 
-def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[str], source: str) -> SketchRNNConfig:
+def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[str], source: str,
+                      data_max_len: int = 0) -> SketchRNNConfig:
     """A SketchRNNConfig from a config or a dict of fields; in "class_vae" mode a dict without
-    `num_classes` gets the data's class count, and a config must agree with the data."""
+    `num_classes` gets the data's class count, and a config must agree with the data.
+
+    N_max: a dict (or None) without `max_seq_len` gets `data_max_len`, the longest sketch in the
+    prepared data (magenta's `utils.get_max_len` over train + valid + test), when it is > 0.  A
+    SketchRNNConfig is used as given."""
     if config is None:
         config = {}
     if isinstance(config, dict):
         fields = dict(config)
         if fields.get("mode") == "class_vae" and not fields.get("num_classes"):
             fields["num_classes"] = len(class_names)
+        if fields.get("max_seq_len") is None and data_max_len > 0:
+            fields["max_seq_len"] = int(data_max_len)
+            log.info("max_seq_len (N_max) = %d, the longest sketch in %s", data_max_len, source)
         config = config_from_dict(SketchRNNConfig, fields)
     if config.class_conditional and config.num_classes != len(class_names):
         raise ValueError(f"mode 'class_vae' with num_classes={config.num_classes}, but {source} has "

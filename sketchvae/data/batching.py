@@ -28,6 +28,7 @@ Batch layout (the model's input), B sketches, T = longest in the batch (or ``max
     lengths  int64   (B,)            n, real points excluding the start token
     labels   int64   (B,)            class indices (index into the cache's class_names)
 
+Offsets are clamped to +-``OFFSET_LIMIT`` (1000, magenta's ``limit``) and divided by the scale factor.
 Augmentation (``augment={"scale_range": r, "drop_prob": p}``, see :func:`sketchvae.strokes.augment`)
 is applied to the normalised sketch with the generator :func:`item_rng` ``(seed, epoch, index)``:
 the same sketch in the same epoch is augmented identically whatever batch, rank, worker or
@@ -56,6 +57,10 @@ from sketchvae import strokes
 log = logging.getLogger(__name__)
 
 AUGMENT_KEYS = ("scale_range", "drop_prob")
+# Offsets are clamped to [-OFFSET_LIMIT, OFFSET_LIMIT] (data units, before scaling) in every batch, as
+# magenta's DataLoader does with its `limit` ("removes large gaps"); the published data sets stay
+# below 700, so this only touches data with larger jumps.
+OFFSET_LIMIT = 1000
 _SHUFFLE_TAG = 0x5B0C  # separates the sampler's and the augmentation's seed sequences
 _AUGMENT_TAG = 0xA06E
 DEFAULT_BUCKET_BATCHES = 64  # chunk = this many (global) batches, sorted by length inside
@@ -302,9 +307,11 @@ def collate_indices(split, indices, scale_factor: float, *, max_len: int | None 
 
 
 def _normalized_columns(raw: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int16 stroke-3 rows -> contiguous float32 x / scale, y / scale, lift (as strokes.normalize)."""
+    """int16 stroke-3 rows -> contiguous float32 x / scale, y / scale, lift, the offsets first clamped
+    to [-OFFSET_LIMIT, OFFSET_LIMIT] (as strokes.clamp, then strokes.normalize)."""
     cols = raw.T.astype(np.float32)  # (3, N) C-contiguous: each column contiguous
     x, y, lift = cols[0], cols[1], cols[2]
+    np.clip(cols[0:2], -OFFSET_LIMIT, OFFSET_LIMIT, out=cols[0:2])
     x /= scale
     y /= scale
     return x, y, lift

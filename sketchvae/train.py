@@ -572,7 +572,8 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
         class_map = _label_map(ckpt["class_names"], class_names, data_name)
         class_names = list(ckpt["class_names"]) or class_names
     if model is None:
-        model_config = _model_config_for(model_config, class_names, data_name, cache.max_sketch_len)
+        model_config = _model_config_for(model_config, class_names, data_name,
+                                         int(getattr(cache, "max_sketch_len", 0)))
 
     runtime.seed_everything(cfg.seed)  # the same initial weights on every rank
     if model is None:

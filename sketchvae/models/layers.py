@@ -1,5 +1,6 @@
-"""Recurrent layers for Sketch-RNN: a layer-normalised LSTM with recurrent dropout, and helpers that
-make `nn.LSTM` start like the reference implementation.
+"""Recurrent layers for Sketch-RNN: a layer-normalised LSTM with recurrent dropout, a plain LSTM with
+recurrent dropout (`DropoutLSTM`, an `nn.LSTM` that drops in training; see its section below), and
+helpers that make `nn.LSTM` start like the reference implementation.
 
 Layer-norm LSTM (Ba et al. 2016) with recurrent dropout without memory loss (Semeniuta et al. 2016),
 as magenta's `sketch_rnn/rnn.py: LayerNormLSTMCell`:

@@ -137,7 +137,7 @@ def bench_dataset(name: str, args, device: torch.device, tmp: Path) -> dict:
 
     cache = open_cache(prepare_cache(name, tmp))
     mcfg = SketchRNNConfig(enc_rnn_size=args.enc, dec_rnn_size=args.dec, z_size=args.z, num_mixture=args.mixture,
-                           cell=args.cell)
+                           cell=args.cell, recurrent_dropout=0.0)  # `full`: nn.LSTM; `rdrop`: with dropout
     tcfg = TrainConfig(batch_size=args.batch_size, device=str(device), seed=args.seed)
     augment = {"scale_range": tcfg.augment_scale, "drop_prob": tcfg.augment_drop}
     n = args.warmup + args.batches

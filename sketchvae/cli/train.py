@@ -72,7 +72,7 @@ SHOWN_DEFAULTS = {
     "eval_batches": 0, "test_at_end": True, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
     "num_threads": 0, "max_minutes": 0.0,
     "mode": "vae", "enc_rnn_size": 256, "dec_rnn_size": 512, "z_size": 128, "num_mixture": 20, "max_seq_len": 250,
-    "cell": "lstm", "recurrent_dropout": 0.0, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
+    "cell": "lstm", "recurrent_dropout": 0.1, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
 }
 
 

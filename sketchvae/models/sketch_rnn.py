@@ -74,7 +74,7 @@ class SketchRNNConfig:
     # memory loss, Semeniuta et al. 2016), in [0, 1), both cells, training only.  NOT a keep
     # probability: magenta's recurrent_dropout_prob=0.9 (keep) is recurrent_dropout=0.1 here, and
     # 0.1 is the default: on aaron_sheep it gave a lower validation loss at equal steps than 0 (README,
-    # "Differences from magenta"), at ~1.5x the CPU time per step.  0 runs plain nn.LSTM / cuDNN.
+    # "Differences from magenta"), at ~1.4x the CPU time per step.  0 runs plain nn.LSTM / cuDNN.
     recurrent_dropout: float = 0.1
     # Probability of dropping decoder inputs ([S_{t-1}, z, ...]) per unit, in [0, 1); reference: off.
     input_dropout: float = 0.0

@@ -3,6 +3,7 @@
     python scripts/bench_sample.py                          # default model size, random weights, CPU
     python scripts/bench_sample.py --ckpt runs/sheep/best.pt --device cuda
     python scripts/bench_sample.py --sizes 1,100,1000 --seq-sketches 5 --threads 1   # quick, on CPU
+    python scripts/bench_sample.py --device cuda --json out/bench_sample.json         # also write the numbers
 
 The baseline is the one-at-a-time loop most ports use (magenta's `sample()` called n times, batch
 size 1, `sketchvae.sample.sample_sequential`), measured in the same run on a few sketches and
@@ -18,7 +19,9 @@ model samples normally (add --force-len to force full length there too).
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,7 +34,7 @@ def build(args):
         sampler = load(args.ckpt, device=args.device)
     else:
         torch.manual_seed(0)
-        cfg = SketchRNNConfig(enc_rnn_size=256, dec_rnn_size=512, max_seq_len=args.max_len)
+        cfg = SketchRNNConfig(enc_rnn_size=args.enc, dec_rnn_size=args.dec, max_seq_len=args.max_len)
         sampler = Sampler(SketchRNN(cfg).to(args.device).eval(), 1.0, [])
     if args.force_len or not args.ckpt:
         with torch.no_grad():  # pen logits are output[:3]: make p_end (index 2) never drawn
@@ -64,6 +67,9 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--force-len", action="store_true", help="with --ckpt: force every sketch to max-len points")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--enc", type=int, default=256, help="encoder size of the random-weights model")
+    p.add_argument("--dec", type=int, default=512, help="decoder size of the random-weights model")
+    p.add_argument("--json", type=Path, help="also write the results to this file")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,11 +92,20 @@ def main() -> None:
     print(f"one-at-a-time: {args.seq_sketches} sketches in {secs:.2f} s -> {seq_rate:.2f} sketches/s "
           f"({seq_pts / args.seq_sketches:.0f} points/sketch)")
     print(f"{'n':>7} {'seconds':>9} {'sketches/s':>11} {'points/sketch':>14} {'x one-at-a-time':>16}")
+    rows = []
     for n in sizes:
         secs, out = timed(lambda: sample(sampler, n, chunk_size=args.chunk, **kw), dev)
         rate = n / secs
         pts = sum(len(s) for s in out) / n
         print(f"{n:>7} {secs:>9.2f} {rate:>11.1f} {pts:>14.0f} {rate / seq_rate:>16.1f}")
+        rows.append({"n": n, "seconds": secs, "sketches_per_s": rate, "points_per_sketch": pts,
+                     "over_one_at_a_time": rate / seq_rate})
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": dev, "gpu": torch.cuda.get_device_name() if dev.startswith("cuda") else None,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "checkpoint": args.ckpt,
+            "dec_rnn_size": sampler.config.dec_rnn_size, "max_len": args.max_len,
+            "one_at_a_time_sketches_per_s": seq_rate, "batched": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ same batches (length-bucketed, padded to the longest sketch in each batch):
              loss, backward, gradient norm, clipping, Adam step
   pad250     the full step on the same sketches padded to 250 points (what ports without length
              bucketing pay)
+  rdrop      with --recurrent-dropout P: the full step of the same model (same weights) with
+             recurrent dropout P in encoder and decoder (`DropoutLSTM`, magenta's default model),
+             timed alternately with `full`; `rdrop/full` is its cost against nn.LSTM
 
-and prints sketches/second, full / baseline (target <= 1.2) and pad250 / full.  Reference point:
+and prints sketches/second, full / baseline (target <= 1.2), pad250 / full and rdrop / full.  Reference point:
 the fastest existing PyTorch port does about 35 sketches/s on 2 CPU cores with denormals flushed
 (9 without); targets: >= 2x that on CPU, >= 5x on real Quick, Draw! batches and >= 2x on
 aaron_sheep on a GPU.
@@ -21,6 +24,7 @@ aaron_sheep on a GPU.
     python scripts/bench_train.py                      # 2 threads, CPU, default model size
     python scripts/bench_train.py --device cuda --batches 20
     python scripts/bench_train.py --data sheep --batches 3 --no-pad250
+    python scripts/bench_train.py --data sheep --recurrent-dropout 0.1 --threads 1 --enc 128 --dec 256
 
 Numbers are medians over the timed batches (after warm-up); run it on an otherwise idle machine
 and report the spread (printed as min..max).
@@ -29,6 +33,7 @@ and report the spread (printed as min..max).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -40,7 +45,17 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+def _shared_data() -> Path:
+    """$SKETCHVAE_SHARED_DATA, else ../shared/data beside the repository, else shared/data inside it."""
+    import os
+
+    if os.environ.get("SKETCHVAE_SHARED_DATA"):
+        return Path(os.environ["SKETCHVAE_SHARED_DATA"])
+    beside = REPO.parent / "shared" / "data"
+    return beside if beside.exists() else REPO / "shared" / "data"
+
+
+SHARED = _shared_data()
 SHEEP = SHARED / "sketchrnn_datasets" / "aaron_sheep.npz"
 QUICKDRAW = SHARED / "quickdraw" / "simplified_first25_per_class"
 PORT_CPU_SKETCHES_PER_S = 35.0  # fastest existing PyTorch port, 2 CPU cores, denormals flushed
@@ -122,7 +137,7 @@ def bench_dataset(name: str, args, device: torch.device, tmp: Path) -> dict:
 
     cache = open_cache(prepare_cache(name, tmp))
     mcfg = SketchRNNConfig(enc_rnn_size=args.enc, dec_rnn_size=args.dec, z_size=args.z, num_mixture=args.mixture,
-                           cell=args.cell)
+                           cell=args.cell, recurrent_dropout=0.0)  # `full`: nn.LSTM; `rdrop`: with dropout
     tcfg = TrainConfig(batch_size=args.batch_size, device=str(device), seed=args.seed)
     augment = {"scale_range": tcfg.augment_scale, "drop_prob": tcfg.augment_drop}
     n = args.warmup + args.batches
@@ -144,13 +159,25 @@ def bench_dataset(name: str, args, device: torch.device, tmp: Path) -> dict:
               "mean_T": statistics.mean(b.strokes.shape[1] - 1 for b in batches[args.warmup:]),
               "mean_len": statistics.mean(float(b.lengths.float().mean()) for b in batches[args.warmup:])}
     # Alternate the two measurements so load changes on a shared machine hit both alike.
-    base_t, full_t = [], []
+    rdrop_trainer = None
+    if args.recurrent_dropout > 0:
+        rmodel = SketchRNN(dataclasses.replace(mcfg, recurrent_dropout=args.recurrent_dropout))
+        rmodel.load_state_dict(model.state_dict())  # same weights: nn.LSTM and DropoutLSTM share the layout
+        rmodel.set_rnn_backend(args.rnn_backend).to(device)
+        rdrop_trainer = Trainer(rmodel, tcfg, device)
+    base_t, full_t, rdrop_t = [], [], []
     for _ in range(args.repeats):
         base_t += time_baseline(baseline, batches, device, args.warmup)
         full_t += time_full(trainer, loader(), n, device, args.warmup)
+        if rdrop_trainer is not None:
+            rdrop_t += time_full(rdrop_trainer, loader(), n, device, args.warmup)
     result["baseline"] = _summ(base_t, args.batch_size)
     result["full"] = _summ(full_t, args.batch_size)
     result["full_over_baseline"] = result["full"]["median_s"] / result["baseline"]["median_s"]
+    if rdrop_t:
+        result["recurrent_dropout"] = args.recurrent_dropout
+        result["rdrop"] = _summ(rdrop_t, args.batch_size)
+        result["rdrop_over_full"] = result["rdrop"]["median_s"] / result["full"]["median_s"]
     if args.pad250:
         pad_t = time_full(trainer, loader(pad_to=mcfg.max_seq_len), n, device, args.warmup)
         result["pad250"] = _summ(pad_t, args.batch_size)
@@ -180,6 +207,10 @@ def main(argv=None) -> int:
     p.add_argument("--z", type=int, default=128)
     p.add_argument("--mixture", type=int, default=20)
     p.add_argument("--cell", default="lstm", choices=["lstm", "layer_norm"])
+    p.add_argument("--recurrent-dropout", type=float, default=0.0,
+                   help="also time the full step with this recurrent dropout (ratio against the same step without)")
+    p.add_argument("--rnn-backend", default="script", choices=["script", "eager", "compile"],
+                   help="how the recurrent-dropout LSTM runs (see sketchvae/models/layers.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pad250", dest="pad250", action="store_false")
     p.add_argument("--no-flush-denormal", dest="flush", action="store_false",
@@ -207,11 +238,16 @@ def main(argv=None) -> int:
                     f"| full/baseline {r['full_over_baseline']:.2f}x")
             if "pad250" in r:
                 line += f" | pad250 {r['pad250']['sketches_per_s']:6.1f}/s = {r['pad250_over_full']:.1f}x slower"
+            if "rdrop" in r:
+                line += (f" | rdrop {r['recurrent_dropout']:g} {r['rdrop']['sketches_per_s']:7.1f}/s = "
+                         f"{r['rdrop_over_full']:.2f}x the nn.LSTM step")
             if "full_over_port" in r:
                 line += f" | {r['full_over_port']:.1f}x the port's {PORT_CPU_SKETCHES_PER_S:.0f}/s"
             print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
+                                         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                                         "torch": torch.__version__, "batch_size": args.batch_size,
                                          "results": results}, indent=1))
     return 0
 

@@ -9,14 +9,20 @@
 # the sizes are smaller than the paper's (encoder 128, decoder 256) so that CPU training in
 # one to two hours gives usable models, and the KL weight is annealed faster (rate 0.9995 instead
 # of 0.99995) because the runs are ~100x shorter than the paper's.  checkpoints/README.md
-# records steps, time and losses.  On a GPU, raise --steps and use the default sizes.
+# records steps, time and losses.  On a GPU, raise --steps and use the default sizes (or
+# --preset magenta for the reference's configuration, with recurrent dropout).
+# N_max (max_seq_len) is the longest sketch in the data, as magenta: 250 for aaron_sheep and for the
+# three data sets together (omniglot's longest is 157, short_kanji's 88).  The shipped models were
+# trained without recurrent dropout (--recurrent-dropout 0, pinned below) and before the point
+# dropping followed magenta's augment_strokes exactly, so a retrain now gives close, not identical,
+# numbers.
 set -euo pipefail
 DATA=${SKETCHRNN_DATA:-../shared/data/sketchrnn_datasets}
 WHAT=${1:-all}
 STEPS_SHEEP=${STEPS_SHEEP:-7000}
 STEPS_MULTI=${STEPS_MULTI:-4000}
 COMMON=(--enc-rnn-size 128 --dec-rnn-size 256 --z-size 128 --kl-decay-rate 0.9995
-        --eval-every 250 --seed 0 --threads 1 --device cpu)
+        --recurrent-dropout 0 --eval-every 250 --seed 0 --threads 1 --device cpu)
 
 if [[ $WHAT == sheep || $WHAT == all ]]; then
   sketchvae train "$DATA/aaron_sheep.npz" -o runs/sheep "${COMMON[@]}" --steps "$STEPS_SHEEP"

@@ -141,47 +141,68 @@ def clamp(s3, limit: float) -> np.ndarray:
 
 
 def augment(s3, rng: np.random.Generator, scale_range: float = 0.15, drop_prob: float = 0.0) -> np.ndarray:
-    """Sketch-RNN data augmentation; returns a float32 copy.
+    """Sketch-RNN data augmentation as magenta's ``DataLoader``; returns a float32 copy.
 
-    * random per-axis scale: dx *= U(1 - r, 1 + r), dy *= U(1 - r, 1 + r) (magenta's
-      ``random_scale`` with ``random_scale_factor`` r);
-    * with probability ``drop_prob`` per point, drop an interior point of a stroke and add its
-      offset to the next point (magenta's ``augment_strokes``): the absolute path keeps every
-      other point and every stroke keeps its first and last point, so the pen structure (the
-      number of strokes) is unchanged. Only interior points of a stroke (neither its first
-      nor its last) are dropped, and never two neighbours in a row.
+    1. random per-axis scale: dx *= U(1 - r, 1 + r), dy *= U(1 - r, 1 + r) (magenta's
+       ``random_scale`` with ``random_scale_factor`` r); two draws ``rng.uniform(.., size=2)``;
+    2. point dropping with probability ``drop_prob`` (magenta's ``augment_strokes``, see
+       :func:`drop_points`); one draw ``rng.random()`` per point, all drawn as ``rng.random(n)``.
     """
     out = _as_stroke3(s3).astype(np.float32, copy=True)
-    if drop_prob > 0 and len(out) > 2:
-        out = _drop_points(out, rng, drop_prob)
     if scale_range > 0:
         sx, sy = rng.uniform(1.0 - scale_range, 1.0 + scale_range, size=2)
         out[:, 0] *= sx
         out[:, 1] *= sy
+    if drop_prob > 0 and len(out):
+        out = drop_points(out, rng.random(len(out)), drop_prob)
     return out
 
 
-def _drop_points(s3: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
-    # Sequential like magenta's loop, but only over candidate rows; the draws are vectorised.
-    draws = rng.random(len(s3))
-    keep = np.ones(len(s3), dtype=bool)
-    carry = np.zeros(2, dtype=np.float32)
-    out = s3.copy()
-    prev_lift = 1.0  # the first point starts a stroke
-    prev_dropped = False
-    for i in range(len(s3)):
-        lift = s3[i, 2]
-        interior = lift == 0 and prev_lift == 0 and i + 1 < len(s3)
-        if interior and not prev_dropped and draws[i] < prob:
-            keep[i] = False
-            carry += s3[i, 0:2]
-            prev_dropped = True
-        else:
-            out[i, 0:2] += carry
-            carry[:] = 0
-            prev_dropped = False
-        prev_lift = lift
+def drop_points(s3, draws, prob: float) -> np.ndarray:
+    """magenta's ``augment_strokes`` with the uniform draws given (one per point, ``draws`` (n,)).
+
+    Point i is dropped when ``draws[i] < prob``, its pen is down (0), the point before it has its
+    pen down too, and it is at least the fourth point of its stroke (magenta's ``count > 2``: the
+    first three points of every stroke, counted from the point after a pen lift, are kept).  Runs of
+    dropped points are allowed.  A dropped point's offset is added to the last KEPT point before it,
+    so the kept points' offsets still sum to the same path end, every pen lift is kept (the number of
+    strokes is unchanged) and so is each stroke's last point; the kept point before a run of drops
+    moves to where the run ends.  Returns a copy, float32 when the input is.
+    """
+    out = _as_stroke3(s3).copy()
+    draws = np.asarray(draws, dtype=np.float64).reshape(-1)
+    if len(draws) != len(out):
+        raise ValueError(f"drop_points: {len(draws)} draws for {len(out)} points")
+    first = np.zeros(len(out), dtype=bool)
+    if len(out):
+        first[0] = True
+    keep = _drop_in_place(out[:, 0], out[:, 1], out[:, 2], draws, prob, first)
     return out[keep]
+
+
+def _drop_in_place(x: np.ndarray, y: np.ndarray, lift: np.ndarray, draws: np.ndarray, prob: float,
+                   sketch_start: np.ndarray) -> np.ndarray:
+    """Vectorised ``augment_strokes`` over one or many concatenated sketches (``sketch_start`` marks
+    each sketch's first point): adds each dropped point's offset to the last kept point before it
+    (in point order, as the reference's loop does: ``np.add.at`` applies them one by one) and returns
+    the keep mask (N,) bool."""
+    n = len(lift)
+    idx = np.arange(n)
+    prev_up = np.ones(n, dtype=bool)  # a sketch starts as after a pen lift (magenta's prev_stroke [0, 0, 1])
+    prev_up[1:] = lift[:-1] == 1
+    prev_up |= sketch_start
+    reset = (lift == 1) | prev_up  # magenta's count = 0
+    count = idx - np.maximum.accumulate(np.where(reset, idx, 0))
+    prev_down = np.zeros(n, dtype=bool)
+    prev_down[1:] = lift[:-1] == 0
+    prev_down &= ~sketch_start
+    drop = (lift == 0) & prev_down & (count > 2) & (draws < prob)
+    dropped = np.flatnonzero(drop)
+    if len(dropped):
+        target = np.maximum.accumulate(np.where(drop, -1, idx))[dropped]  # the last kept point before each
+        np.add.at(x, target, x[dropped])
+        np.add.at(y, target, y[dropped])
+    return ~drop
 
 
 def rdp(points, epsilon: float) -> np.ndarray:

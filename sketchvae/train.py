@@ -111,10 +111,12 @@ class TrainConfig:
     lr_decay: float = 0.9999
     # Floor the learning rate decays towards; reference 1e-5.
     min_lr: float = 1e-5
-    # w_KL, the final weight of the KL term (eq. 10).  magenta's default is 1.0, its published
-    # aaron_sheep / Quick, Draw! models use 0.5 (the paper's Fig. 6 range: 0.25 .. 1.0); we use 0.5.
+    # w_KL, the final weight of the KL term (eq. 10).  magenta's default (`get_default_hparams`) is
+    # 0.5, "recommend 0.5 or 1.0" (1.0 = the true ELBO; the paper's Fig. 6 range: 0.25 .. 1.0).
     kl_weight: float = 0.5
-    # eta_min, the KL weight at step 0 as a fraction of w_KL (eq. 11); in [0, 1], reference 0.01.
+    # eta_min, the KL weight at step 0 as a fraction of w_KL (eq. 11); in [0, 1], the paper's 0.01.
+    # magenta's code starts from an ABSOLUTE weight kl_weight_start = 0.01, i.e. eta_min = 0.01 / w_KL
+    # (0.02 with w_KL 0.5): `--preset magenta` sets that.
     kl_eta_min: float = 0.01
     # R, the KL annealing rate per step (eq. 11): eta_step = 1 - (1 - eta_min) R^step; reference 0.99995.
     kl_decay_rate: float = 0.99995
@@ -152,6 +154,9 @@ class TrainConfig:
     num_workers: int = 0
     # torch intra-op threads on CPU (0 = torch's default).
     num_threads: int = 0
+    # Stop after this many minutes of wall time (validating and saving last.pt at the step it stops
+    # at); 0 = no limit.  For fixed-time runs (scripts/gpu_check.sh); `steps` still caps the run.
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int) -> None:
@@ -182,6 +187,7 @@ class TrainConfig:
         _real("augment_scale", 0.0, 1.0, hi_open=True)
         _real("augment_drop", 0.0, 1.0, hi_open=True)
         _real("save_minutes", 0.0, math.inf, hi_open=True)
+        _real("max_minutes", 0.0, math.inf, hi_open=True)
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"TrainConfig.clip_mode={self.clip_mode!r} is not one of {CLIP_MODES}")
         if self.min_lr > self.lr:
@@ -201,7 +207,7 @@ class TrainConfig:
 
 # Fields that do not change the trajectory: they may differ between a run and its resumption.
 RESUMABLE_OVERRIDES = ("steps", "eval_every", "save_every", "save_minutes", "log_every", "eval_batches",
-                       "test_at_end", "device", "max_nonfinite", "num_workers", "num_threads")
+                       "test_at_end", "device", "max_nonfinite", "num_workers", "num_threads", "max_minutes")
 
 
 class TrainingDiverged(RuntimeError):
@@ -595,6 +601,7 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
     emit("start", s.start_info())
 
     batches = _forever(loader)
+    deadline = t_start + 60.0 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
     try:
         with runtime.StopRequests(cfg.save_minutes) as stops:
             while trainer.step < cfg.steps:
@@ -608,12 +615,14 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
                               "indices": None if batch.indices is None else batch.indices.tolist(), "rank": rank})
                 if not info["finite"]:
                     s.nonfinite_step(step)
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                # every rank stops, saves and runs out of time at the same step
+                stop, due, out_of_time = s.agree(stops.requested is not None, stops.save_due(),
+                                                 time.perf_counter() >= deadline)
+                if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
                     s.record_train(step, info)
-                is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+                is_eval = step % cfg.eval_every == 0 or step == cfg.steps or out_of_time
                 if is_eval:
                     s.validate()
-                stop, due = s.agree(stops.requested is not None, stops.save_due())
                 # No save inside a run of skipped steps: last.pt stays the last state that trained cleanly.
                 if (is_eval or due or stop or (cfg.save_every and step % cfg.save_every == 0)) \
                         and trainer.nonfinite_streak == 0:
@@ -623,6 +632,9 @@ def fit(model_config: SketchRNNConfig | dict | None, train_config: TrainConfig, 
                     raise runtime.TrainingInterrupted(stops.requested or "a signal on another rank",
                                                       run.checkpoint_step() if s.is_main else None,
                                                       str(run.last), str(run.path))
+                if out_of_time:
+                    log.info("stopping at step %d: max_minutes=%g reached", step, cfg.max_minutes)
+                    break
         if trainer.step == start_step and start_step >= cfg.steps:
             s.resumed_finished_run()
         test = s.test()
@@ -672,7 +684,8 @@ class _Session:
             class_names = list(source["class_names"]) or class_names
         self.class_names = class_names
         if model is None:
-            model_config = _model_config_for(model_config, class_names, self.data_name)
+            model_config = _model_config_for(model_config, class_names, self.data_name,
+                                             int(getattr(cache, "max_sketch_len", 0)))
 
         runtime.seed_everything(cfg.seed)  # the same initial weights on every rank
         if model is None:
@@ -746,7 +759,8 @@ class _Session:
                 "train_sketches": len(loader.dataset.indices), "dropped_too_long": loader.dataset.num_too_long,
                 "batches_per_epoch": len(loader), "num_threads": torch.get_num_threads(),
                 "model_config": dataclasses.asdict(self.model_config), "run_dir": str(self.run.path),
-                "data": self.data_name, "data_fingerprint": self.fingerprint}
+                "data": self.data_name, "data_fingerprint": self.fingerprint,
+                "data_max_len": int(getattr(self.cache, "max_sketch_len", 0))}
 
     # ------------------------------------------------------------------------------ recording
     def _extra(self, metrics: dict | None) -> dict:
@@ -811,13 +825,14 @@ class _Session:
                             "best_valid": self.best_valid or {}, "window": self.window.state_dict()})
         self._checkpoint("last", valid_metrics, train_state)
 
-    def agree(self, stop: bool, save_due: bool) -> tuple[bool, bool]:
-        """Under DDP every rank must stop and save at the same step: any rank's request counts."""
+    def agree(self, stop: bool, save_due: bool, out_of_time: bool = False) -> tuple[bool, bool, bool]:
+        """Under DDP every rank must stop, save and end (max_minutes) at the same step: any rank's
+        request counts."""
         if self.world_size == 1:
-            return stop, save_due
-        flags = torch.tensor([int(stop), int(save_due)], dtype=torch.int32, device=self.device)
+            return stop, save_due, out_of_time
+        flags = torch.tensor([int(stop), int(save_due), int(out_of_time)], dtype=torch.int32, device=self.device)
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        return bool(flags[0]), bool(flags[1])
+        return bool(flags[0]), bool(flags[1]), bool(flags[2])
 
     def nonfinite_step(self, step: int) -> None:
         trainer, cfg = self.trainer, self.cfg
@@ -872,15 +887,23 @@ def _init_checkpoint(path) -> dict:
     return ckpt
 
 
-def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[str], source: str) -> SketchRNNConfig:
+def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[str], source: str,
+                      data_max_len: int = 0) -> SketchRNNConfig:
     """A SketchRNNConfig from a config or a dict of fields; in "class_vae" mode a dict without
-    `num_classes` gets the data's class count, and a config must agree with the data."""
+    `num_classes` gets the data's class count, and a config must agree with the data.
+
+    N_max: a dict (or None) without `max_seq_len` gets `data_max_len`, the longest sketch in the
+    prepared data (magenta's `utils.get_max_len` over train + valid + test), when it is > 0.  A
+    SketchRNNConfig is used as given."""
     if config is None:
         config = {}
     if isinstance(config, dict):
         fields = dict(config)
         if fields.get("mode") == "class_vae" and not fields.get("num_classes"):
             fields["num_classes"] = len(class_names)
+        if fields.get("max_seq_len") is None and data_max_len > 0:
+            fields["max_seq_len"] = int(data_max_len)
+            log.info("max_seq_len (N_max) = %d, the longest sketch in %s", data_max_len, source)
         config = config_from_dict(SketchRNNConfig, fields)
     if config.class_conditional and config.num_classes != len(class_names):
         raise ValueError(f"mode 'class_vae' with num_classes={config.num_classes}, but {source} has "

@@ -384,7 +384,7 @@ BAD = [
     ["download"], ["download", "notaclass"],
     ["train", "-o", "{t}/r"], ["train", "{w}/missing.h5", "-o", "{t}/r"],
     ["train", "{w}/tiny.h5", "-o", "{w}/afile"], ["train", "-o", "{t}/none", "--resume"],
-    ["train", "{w}/tiny.h5", "-o", "{t}/r", "--mode", "class_vae", "--recurrent-dropout", 0.5],
+    ["train", "{w}/tiny.h5", "-o", "{t}/r", "--mode", "class_vae", "--recurrent-dropout", 1.5],
     ["evaluate", "{w}/notes.pt", "{w}/tiny.h5"], ["evaluate", "sheep", "{w}/missing.npz"],
     ["mnist", "evaluate", "{w}/notes.pt", "--data-dir", "{w}/mnist"],
     ["mnist", "evaluate", "sheep", "--data-dir", "{w}/mnist"],

@@ -100,6 +100,71 @@ def test_augment_is_deterministic_under_seed():
     assert len(a) < len(s3)
 
 
+def reference_augment_strokes(s3, draws, prob):
+    """magenta's utils.augment_strokes written out as its loop (our own transcription), with the
+    reference's np.random.rand() call at each point replaced by draws[k]."""
+    kept = []
+    last_kept_pen = 1  # the loop starts as if after a pen lift
+    since_reset = 0
+    for k in range(len(s3)):
+        row = s3[k].copy()  # the row's own dtype: float32 sums as the reference's float32 rows
+        pen = row[2]
+        if pen == 1 or last_kept_pen == 1:
+            since_reset = 0
+        else:
+            since_reset += 1
+        if pen == 0 and last_kept_pen == 0 and since_reset > 2 and draws[k] < prob:
+            kept[-1][0] += row[0]  # merged into the previous KEPT point
+            kept[-1][1] += row[1]
+        else:
+            kept.append(row)
+            last_kept_pen = pen
+    return np.array(kept).reshape(-1, 3)
+
+
+@settings(max_examples=150)
+@given(stroke3(min_len=1, max_len=80, ends_lifted=False), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1),
+       st.floats(0.05, 1.0))
+def test_drop_points_equals_the_reference_loop(s3, prob, seed, pen_up_rate):
+    """Random sketches (long strokes: runs of drops; short ones: nothing droppable), the same draws."""
+    rng = np.random.default_rng(seed)
+    s3 = s3.astype(np.float32)
+    s3[:, 2] = rng.random(len(s3)) < pen_up_rate * 0.5
+    s3[:, 0:2] /= 7.3  # normalised offsets: float32 sums whose rounding the order decides
+    draws = rng.random(len(s3))
+    got = S.drop_points(s3, draws, prob)
+    ref = reference_augment_strokes(s3, draws, prob)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_drop_points_hand_example():
+    """One stroke of 8 points + a second of 3: points 3, 4 (a run) and 6 drop into point 2 and 5."""
+    s3 = np.array([[1, 0, 0], [2, 0, 0], [4, 0, 0], [8, 0, 0], [16, 0, 0], [32, 0, 0], [64, 0, 0], [128, 0, 1],
+                   [1, 1, 0], [1, 1, 0], [1, 1, 1]], dtype=np.float32)
+    draws = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0])
+    out = S.drop_points(s3, draws, 0.5)
+    # points 0-2 are the stroke's first three (kept whatever the draws); 7 lifts the pen (kept);
+    # the second stroke has only three points; 5 draws 0.9 >= 0.5
+    np.testing.assert_array_equal(out, [[1, 0, 0], [2, 0, 0], [4 + 8 + 16, 0, 0], [32 + 64, 0, 0], [128, 0, 1],
+                                        [1, 1, 0], [1, 1, 0], [1, 1, 1]])
+    assert out[:, 0].sum() == s3[:, 0].sum()
+    np.testing.assert_array_equal(S.drop_points(s3, draws, 0.0), s3)  # prob 0: nothing dropped
+
+
+def test_augment_scales_then_drops_with_one_draw_per_point():
+    s3 = np.array([[1, 1, 0]] * 30 + [[1, 1, 1]], dtype=np.float32)
+    rng = np.random.default_rng(9)
+    sx, sy = rng.uniform(0.8, 1.2, size=2)
+    draws = rng.random(len(s3))
+    scaled = s3.copy()
+    scaled[:, 0] *= sx
+    scaled[:, 1] *= sy
+    expected = S.drop_points(scaled, draws, 0.4)
+    assert len(expected) < len(s3)
+    np.testing.assert_array_equal(S.augment(s3, np.random.default_rng(9), scale_range=0.2, drop_prob=0.4), expected)
+
+
 @given(arrays(np.float64, st.tuples(st.integers(0, 80), st.just(2)),
               elements=st.floats(-500, 500, allow_nan=False)), st.floats(0.0, 20.0))
 def test_rdp_never_adds_points_and_keeps_endpoints(pts, eps):

@@ -44,6 +44,7 @@ _TRAIN_OPTIONS = [
     ("--max-nonfinite", "max_nonfinite", int, "Stop after N non-finite losses/gradients in a row."),
     ("--num-workers", "num_workers", int, "DataLoader worker processes for batching (0 = none)."),
     ("--threads", "num_threads", int, "torch CPU threads (0 = torch's default)."),
+    ("--max-minutes", "max_minutes", float, "Stop after N minutes (validate and save there; 0 = no limit)."),
 ]
 
 _MODEL_OPTIONS = [
@@ -53,9 +54,11 @@ _MODEL_OPTIONS = [
     ("--dec-rnn-size", "dec_rnn_size", int, "Decoder LSTM units."),
     ("--z-size", "z_size", int, "Latent size N_z."),
     ("--num-mixture", "num_mixture", int, "Gaussian mixture components M."),
-    ("--max-seq-len", "max_seq_len", int, "N_max: longest sketch trained on (longer ones are left out)."),
+    ("--max-seq-len", "max_seq_len", int, "N_max: longest sketch trained on (longer ones are left out; the "
+     "reconstruction loss is divided by it). Default: the longest sketch in the data, as magenta."),
     ("--cell", "cell", click.Choice(["lstm", "layer_norm"]), "lstm (nn.LSTM, fastest) | layer_norm (LN-LSTM)."),
-    ("--recurrent-dropout", "recurrent_dropout", float, "Probability of dropping (layer_norm cell only)."),
+    ("--recurrent-dropout", "recurrent_dropout", float,
+     "Probability of dropping a unit of the LSTM candidate g per step (training only; magenta: 0.1)."),
     ("--input-dropout", "input_dropout", float, "Decoder input dropout probability."),
     ("--output-dropout", "output_dropout", float, "Decoder output dropout probability."),
     ("--class-embed-size", "class_embed_size", int, "Class embedding size (class_vae)."),
@@ -70,9 +73,9 @@ SHOWN_DEFAULTS = {
     "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "save_minutes": 10.0,
     "log_every": 50,
     "eval_batches": 0, "test_at_end": True, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
-    "num_threads": 0,
+    "num_threads": 0, "max_minutes": 0.0,
     "mode": "vae", "enc_rnn_size": 256, "dec_rnn_size": 512, "z_size": 128, "num_mixture": 20, "max_seq_len": 250,
-    "cell": "lstm", "recurrent_dropout": 0.0, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
+    "cell": "lstm", "recurrent_dropout": 0.1, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
 }
 
 
@@ -80,7 +83,7 @@ def _add_options(func):
     # The option defaults stay None so we can tell which options the user gave (on --resume only
     # those override the saved ones); the dataclasses decide the real defaults, shown in the help.
     for spec, field, typ, help_text in reversed(_MODEL_OPTIONS + _TRAIN_OPTIONS):
-        shown = SHOWN_DEFAULTS[field]
+        shown = SHOWN_DEFAULTS[field] if field != "max_seq_len" else "the longest sketch in DATA"
         if typ is bool:
             shown = spec.split("/")[0 if shown else 1]
         kwargs = {"default": None, "help": f"{help_text}  [default: {shown}]"}
@@ -121,8 +124,12 @@ def _is_cache(data) -> bool:
               "stopping at the first with an error (as `sketchvae prepare --skip-bad`).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: only when stderr is a terminal].")
+@click.option("--preset", type=click.Choice(["magenta"]), default=None,
+              help="Start from a named configuration; options given explicitly win. magenta: the reference's "
+                   "(recurrent dropout 0.1, enc 256 / dec 512, KL weight 0.5 from 0.01, ...; see "
+                   "sketchvae/presets.py and the README's 'Differences from magenta').")
 @_add_options
-def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **options):
+def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, preset, **options):
     """Train Sketch-RNN on DATA and write the run folder -o RUN_DIR.
 
     DATA: a prepared HDF5 cache (sketchvae prepare), or .npz / .ndjson files, folders of them or
@@ -142,6 +149,7 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **o
       sketchvae train data/sheep.h5 -o runs/quick --enc-rnn-size 128 --dec-rnn-size 256 --steps 2000
       sketchvae train drawings/ -o runs/mine --skip-bad       # skip malformed drawings
       sketchvae train cat.npz pig.npz --mode class_vae -o runs/catpig --steps 50000
+      sketchvae train sheep.npz --preset magenta -o runs/sheep_ref
       sketchvae train -o runs/sheep --resume --steps 40000
       sketchvae train cat.npz -o runs/sheep2cat --init-from runs/sheep/last.pt
       sketchvae report runs/sheep
@@ -154,6 +162,7 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **o
     from sketchvae.checkpoint import CheckpointError, config_from_dict, load_checkpoint
     from sketchvae.data.formats import DataError
     from sketchvae.models.sketch_rnn import SketchRNNConfig
+    from sketchvae.presets import apply_preset
     from sketchvae.run import BEST_CKPT, DATA_CACHE, LAST_CKPT, TENSORBOARD_MISSING, tensorboard_available
     from sketchvae.train import (RESUMABLE_OVERRIDES, TrainConfig, TrainingDiverged, fit, prepare_data,
                                  saved_train_config)
@@ -170,6 +179,8 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **o
         raise click.UsageError("--init-from starts a new run; --resume continues this one: give one of them")
     try:
         if resume:
+            if preset is not None:
+                raise click.UsageError("--preset cannot be used with --resume (the run keeps its saved options)")
             saved = saved_train_config(run)
             ckpt = load_checkpoint(run / LAST_CKPT)
             saved_model = dataclasses.asdict(config_from_dict(SketchRNNConfig, ckpt["config"]))
@@ -184,9 +195,13 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **o
         else:
             if not data:
                 raise click.UsageError("DATA is required (a prepared .h5 cache, .npz / .ndjson files or class names)")
-            tcfg = TrainConfig(**{k: options[k] for k in given if k in train_fields})
             mcfg = {k: options[k] for k in given if k in model_fields}  # num_classes comes from the data
+            tfields = {k: options[k] for k in given if k in train_fields}
             if init_from:
+                if preset is not None:
+                    raise click.UsageError("--preset sets the model; --init-from takes it from the checkpoint: "
+                                           "give one of them")
+                tcfg = TrainConfig(**tfields)
                 init = Path(init_from)
                 if init.is_dir():
                     init = init / BEST_CKPT if (init / BEST_CKPT).exists() else init / LAST_CKPT
@@ -196,6 +211,8 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, **o
                                 "--init-from takes the model from the checkpoint", "leave the model options out")
                 mcfg = None
             else:
+                mcfg, tfields = apply_preset(preset, mcfg, tfields)
+                tcfg = TrainConfig(**tfields)  # num_classes (below) and max_seq_len (in fit) come from the data
                 SketchRNNConfig(**{**mcfg, "num_classes": 1})  # validate now, before preparing any data
             if (run / LAST_CKPT).exists():
                 raise click.UsageError(f"{run} already holds a run; use --resume to continue it or choose another -o")
@@ -281,6 +298,12 @@ class _ProgressCallback:
                        f"{info['train_sketches']:,} training sketches"
                        + (f" ({info['dropped_too_long']} longer than max_seq_len left out)"
                           if info["dropped_too_long"] else ""), err=True)
+            n_max, data_max = info["model_config"]["max_seq_len"], info.get("data_max_len", 0)
+            if n_max == data_max:
+                click.echo(f"N_max (max_seq_len) = {n_max}: the longest sketch in the data", err=True)
+            else:
+                click.echo(f"N_max (max_seq_len) = {n_max}, given (the longest sketch in the data has "
+                           f"{data_max} points)", err=True)
             if self.enabled:
                 from tqdm import tqdm
 

@@ -28,6 +28,7 @@ Batch layout (the model's input), B sketches, T = longest in the batch (or ``max
     lengths  int64   (B,)            n, real points excluding the start token
     labels   int64   (B,)            class indices (index into the cache's class_names)
 
+Offsets are clamped to +-``OFFSET_LIMIT`` (1000, magenta's ``limit``) and divided by the scale factor.
 Augmentation (``augment={"scale_range": r, "drop_prob": p}``, see :func:`sketchvae.strokes.augment`)
 is applied to the normalised sketch with the generator :func:`item_rng` ``(seed, epoch, index)``:
 the same sketch in the same epoch is augmented identically whatever batch, rank, worker or
@@ -56,6 +57,10 @@ from sketchvae import strokes
 log = logging.getLogger(__name__)
 
 AUGMENT_KEYS = ("scale_range", "drop_prob")
+# Offsets are clamped to [-OFFSET_LIMIT, OFFSET_LIMIT] (data units, before scaling) in every batch, as
+# magenta's DataLoader does with its `limit` ("removes large gaps"); the published data sets stay
+# below 700, so this only touches data with larger jumps.
+OFFSET_LIMIT = 1000
 _SHUFFLE_TAG = 0x5B0C  # separates the sampler's and the augmentation's seed sequences
 _AUGMENT_TAG = 0xA06E
 DEFAULT_BUCKET_BATCHES = 64  # chunk = this many (global) batches, sorted by length inside
@@ -235,61 +240,36 @@ def _augment_flat(x: np.ndarray, y: np.ndarray, lift: np.ndarray, lens: np.ndarr
 
     x, y (N,) float32 normalised offsets (modified in place), lift (N,), lens (B,), indices (B,).
     Returns the kept (x, y, lift, lens).  Each sketch's stream is consumed as ``strokes.augment``
-    does: ``random(n)`` for the point drops (only if drop_prob > 0 and n > 2), then
-    ``uniform(1 - r, 1 + r, 2)`` (only if scale_range > 0), i.e. n (+ 2) doubles, drawn here with
-    one ``random(out=...)`` call per sketch; everything per point is vectorised over the batch.
+    does: ``uniform(1 - r, 1 + r, 2)`` (only if scale_range > 0), then ``random(n)`` for the point
+    drops (only if drop_prob > 0), i.e. (2 +) n doubles, drawn here with one ``random(out=...)`` call
+    per sketch; everything per point is vectorised over the batch.
     """
     r, p = augment["scale_range"], augment["drop_prob"]
     b, n = len(lens), len(x)
-    n_drop = np.where(lens > 2, lens, 0) if p > 0 else np.zeros(b, dtype=np.int64)
-    n_draw = n_drop + (2 if r > 0 else 0)
+    n_scale = 2 if r > 0 else 0
+    n_drop = lens if p > 0 else np.zeros(b, dtype=np.int64)
+    n_draw = n_drop + n_scale
     u_start = np.cumsum(n_draw) - n_draw
     u = np.empty(int(n_draw.sum()))
     rekey = _rekeyer(seed, epoch)
     for i, a, c in zip(indices.tolist(), u_start.tolist(), n_draw.tolist()):
         if c:
             rekey(i).random(out=u[a:a + c])
-    if p > 0 and n:
-        # magenta's augment_strokes: an interior point of a stroke (pen down before and at it, not
-        # the sketch's last) is dropped with probability p unless its predecessor was dropped; its
-        # offset goes to the next point.
-        starts = np.cumsum(lens) - lens
-        ends = (starts + lens)[lens > 0]
-        where = np.repeat(u_start - starts, lens) + np.arange(n)  # point -> its draw in u
-        if (n_drop == lens).all():
-            draws = u[where]
-        else:  # sketches of <= 2 points draw nothing and keep everything
-            has = np.repeat(n_drop > 0, lens)
-            draws = np.full(n, 2.0)
-            draws[has] = u[where[has]]
-        cand = (lift == 0) & (draws < p)
-        cand[1:] &= lift[:-1] == 0  # pen down at the previous point ...
-        cand[starts[lens > 0]] = False  # ... of the same sketch (a sketch starts a stroke)
-        cand[ends - 1] = False  # never a sketch's last point
-        # Never two in a row: in a run of consecutive candidates every other one, from the first.
-        drop = cand.copy()
-        drop[1:] &= ~cand[:-1]  # run starts
-        left = cand & ~drop
-        left[1:] &= ~drop[:-1]  # candidates two or more after a run start
-        while left.any():  # runs of >= 3 candidates: rare, a pass per two more
-            left[1:] &= ~left[:-1]  # their run starts (offset 2 from a dropped one)
-            drop |= left
-            rest = cand & ~drop
-            rest[1:] &= ~drop[:-1]
-            left = rest
-        dropped = np.flatnonzero(drop)
-        if len(dropped):
-            x[dropped + 1] += x[dropped]  # the next point is kept and in the same sketch
-            y[dropped + 1] += y[dropped]
-            count = np.concatenate([[0], np.cumsum(drop)])
-            lens = lens - (count[starts + lens] - count[starts])
-            keep = ~drop
-            x, y, lift = x[keep], y[keep], lift[keep]
-    if r > 0 and len(x):
+    if r > 0 and n:
         lo, hi = 1.0 - r, 1.0 + r
-        scale = lo + (hi - lo) * u[(u_start + n_drop)[:, None] + np.arange(2)]  # (B, 2) as Generator.uniform
+        scale = lo + (hi - lo) * u[u_start[:, None] + np.arange(2)]  # (B, 2) as Generator.uniform
         x *= np.repeat(scale[:, 0], lens)  # float64 products rounded to float32, as strokes.augment
         y *= np.repeat(scale[:, 1], lens)
+    if p > 0 and n:
+        starts = np.cumsum(lens) - lens
+        draws = u[np.repeat(u_start + n_scale - starts, lens) + np.arange(n)]  # point -> its draw in u
+        first = np.zeros(n, dtype=bool)
+        first[starts[lens > 0]] = True
+        keep = strokes._drop_in_place(x, y, lift, draws, p, first)  # magenta's augment_strokes
+        if not keep.all():
+            count = np.concatenate([[0], np.cumsum(~keep)])
+            lens = lens - (count[starts + lens] - count[starts])
+            x, y, lift = x[keep], y[keep], lift[keep]
     return x, y, lift, lens
 
 
@@ -327,9 +307,11 @@ def collate_indices(split, indices, scale_factor: float, *, max_len: int | None 
 
 
 def _normalized_columns(raw: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int16 stroke-3 rows -> contiguous float32 x / scale, y / scale, lift (as strokes.normalize)."""
+    """int16 stroke-3 rows -> contiguous float32 x / scale, y / scale, lift, the offsets first clamped
+    to [-OFFSET_LIMIT, OFFSET_LIMIT] (as strokes.clamp, then strokes.normalize)."""
     cols = raw.T.astype(np.float32)  # (3, N) C-contiguous: each column contiguous
     x, y, lift = cols[0], cols[1], cols[2]
+    np.clip(cols[0:2], -OFFSET_LIMIT, OFFSET_LIMIT, out=cols[0:2])
     x /= scale
     y /= scale
     return x, y, lift

@@ -3,8 +3,10 @@
 Layout (``format_version`` 1)::
 
     /                 attrs: format_version=1, class_names (JSON list), scale_factor (std of all
-                      train dx and dy), source_checksums (JSON dict name -> sha256),
-                      preprocessing (JSON dict), created_by
+                      train dx and dy), max_sketch_len (points in the longest sketch of any
+                      split; older files lack it and it is computed on opening),
+                      source_checksums (JSON dict name -> sha256), preprocessing (JSON dict),
+                      created_by
     /train /valid /test
         points   int16 (N, 3)   stroke-3 rows of every sketch, concatenated
         offsets  int64 (S + 1,) sketch i is points[offsets[i]:offsets[i + 1]]
@@ -105,6 +107,7 @@ class CacheWriter:
             raise
         self._n, self._sum, self._sumsq = 0, 0, 0  # train dx, dy: count, sum, sum of squares
         self._max_label = -1
+        self._max_len = 0  # points in the longest sketch appended to any split
 
     def __enter__(self) -> "CacheWriter":
         return self
@@ -133,6 +136,7 @@ class CacheWriter:
         sp["labels"].write(labels)
         if len(labels):
             self._max_label = max(self._max_label, int(labels.max()))
+            self._max_len = max(self._max_len, int(lengths.max()))
         if split == "train" and len(points):
             xy = points[:, 0:2].astype(np.int64)
             self._n += xy.size
@@ -163,8 +167,8 @@ class CacheWriter:
         """Write the HDF5 file (atomically) and remove the spools. Returns the path.
 
         ``attrs`` may set ``scale_factor`` (else the train std; 1.0 when there is no train
-        data), ``source_checksums``, ``preprocessing``, ``created_by`` and any extra keys
-        (dicts and lists are stored as JSON).
+        data), ``max_sketch_len`` (else the longest sketch appended), ``source_checksums``,
+        ``preprocessing``, ``created_by`` and any extra keys (dicts and lists are stored as JSON).
         """
         import h5py
 
@@ -177,6 +181,7 @@ class CacheWriter:
         attrs = dict(attrs or {})
         if "scale_factor" not in attrs:
             attrs["scale_factor"] = self.train_scale_factor() if self._n else 1.0
+        attrs.setdefault("max_sketch_len", self._max_len)
         root = {
             "format_version": FORMAT_VERSION,
             "class_names": class_names,
@@ -339,7 +344,9 @@ def _reopen_split(path: str, name: str) -> SplitView:
 class StrokeCache:
     """A prepared cache opened for reading (see :func:`open_cache`).
 
-    ``class_names`` (list of str), ``scale_factor`` (float), ``attrs`` (root attributes, JSON
+    ``class_names`` (list of str), ``scale_factor`` (float), ``max_sketch_len`` (int: points in
+    the longest sketch of any split, Sketch-RNN's N_max; from the attribute, or computed from the
+    offsets for files written before it existed), ``attrs`` (root attributes, JSON
     ones decoded), ``splits`` (names present), ``split(name)`` -> :class:`SplitView`,
     ``memory_mapped`` (every dataset is mapped, nothing was read into memory). Pickles as its
     path (workers reopen the file instead of copying the data).
@@ -379,6 +386,12 @@ class StrokeCache:
                     self.memory_mapped &= mapped
                 self._views[name] = self._check(name, SplitView(self.path, name, **arrays))
         self.splits = tuple(self._views)
+        stored = self.attrs.get("max_sketch_len")
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
+            self.max_sketch_len = stored
+        else:  # written before the attribute existed: one pass over the offsets
+            self.max_sketch_len = max((int(np.diff(np.asarray(v.offsets)).max()) for v in self._views.values()
+                                       if len(v)), default=0)
         for name, view in self._views.items():
             validate_split(view, len(self.class_names), self.path)
 

@@ -1,5 +1,6 @@
-"""Recurrent layers for Sketch-RNN: a layer-normalised LSTM with recurrent dropout, and helpers that
-make `nn.LSTM` start like the reference implementation.
+"""Recurrent layers for Sketch-RNN: a layer-normalised LSTM with recurrent dropout, a plain LSTM with
+recurrent dropout (`DropoutLSTM`, an `nn.LSTM` that drops in training; see its section below), and
+helpers that make `nn.LSTM` start like the reference implementation.
 
 Layer-norm LSTM (Ba et al. 2016) with recurrent dropout without memory loss (Semeniuta et al. 2016),
 as magenta's `sketch_rnn/rnn.py: LayerNormLSTMCell`:
@@ -27,6 +28,7 @@ State format, shared with `nn.LSTM` so the sampler need not care which cell runs
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Optional
 
@@ -287,10 +289,10 @@ class BiLSTMEncoder(nn.Module):
     calls use the fused oneDNN / cuDNN kernels on both devices.
     """
 
-    def __init__(self, input_size: int, hidden_size: int):
+    def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float = 0.0):
         super().__init__()
-        self.fw = init_lstm_like_reference(nn.LSTM(input_size, hidden_size, batch_first=True))
-        self.bw = init_lstm_like_reference(nn.LSTM(input_size, hidden_size, batch_first=True))
+        self.fw = init_lstm_like_reference(plain_lstm(input_size, hidden_size, recurrent_dropout))
+        self.bw = init_lstm_like_reference(plain_lstm(input_size, hidden_size, recurrent_dropout))
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         lengths = lengths.to(x.device)
@@ -298,6 +300,201 @@ class BiLSTMEncoder(nn.Module):
         out_fw, _ = self.fw(x)
         out_bw, _ = self.bw(reverse_padded(x, lengths))
         return out_fw.gather(1, last).squeeze(1), out_bw.gather(1, last).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain LSTM with recurrent dropout (magenta's `rnn.py: LSTMCell(use_recurrent_dropout=True)`)
+#
+#     [i, f, g~, o] = x W_ih^T + b_ih + h W_hh^T + b_hh       nn.LSTM's gate order and parameters
+#     g  = tanh(g~) * m / (1 - p),   m ~ Bernoulli(1 - p)     a new mask per step, training only
+#     c' = sigmoid(f) * c + sigmoid(i) * g                    the memory c is never dropped
+#     h' = sigmoid(o) * tanh(c')
+#
+# The forget bias lives in b_ih (`init_lstm_like_reference`), as for nn.LSTM.  Training runs a
+# hand-written BPTT (`lstm_dropout_forward` / `lstm_dropout_backward`, one autograd node for the
+# whole sequence): per step one matmul plus pointwise ops each way, and the recurrent weight's
+# gradient as ONE matmul over all steps at the end.  That is much cheaper than autograd through a
+# Python / TorchScript loop of small ops (scripts/bench_train.py --cell lstm --recurrent-dropout 0.1
+# prints the ratio against nn.LSTM).
+
+
+def lstm_dropout_forward(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor,
+                         drop: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward of the recurrent-dropout LSTM over time, keeping what the backward needs.
+
+    xw: (T, B, 4H) input projections with both biases; h, c: (B, H); w_hh: (4H, H); drop: (T, B, H)
+    scaled mask.  Returns outputs (T, B, H), acts (T, B, 4H) = [sigmoid(i), sigmoid(f), tanh(g~)
+    (before the mask), sigmoid(o)] and cells (T, B, H) (c after each step).
+    """
+    steps = xw.size(0)
+    hidden = h.size(1)
+    outputs = xw.new_empty((steps, h.size(0), hidden))
+    acts = xw.new_empty(xw.shape)
+    cells = xw.new_empty((steps, h.size(0), hidden))
+    w_t = w_hh.t()
+    for t in range(steps):
+        gates = torch.addmm(xw[t], h, w_t)  # (B, 4H)
+        a = acts[t]
+        torch.sigmoid(gates, out=a)
+        a[:, 2 * hidden:3 * hidden] = torch.tanh(gates[:, 2 * hidden:3 * hidden])
+        i = a[:, :hidden]
+        f = a[:, hidden:2 * hidden]
+        g = a[:, 2 * hidden:3 * hidden]
+        o = a[:, 3 * hidden:]
+        c = torch.addcmul(f * c, i, g * drop[t])
+        h = o * torch.tanh(c)
+        cells[t] = c
+        outputs[t] = h
+    return outputs, acts, cells
+
+
+def lstm_dropout_backward(grad_out: Tensor, grad_h: Tensor, grad_c: Tensor, acts: Tensor, cells: Tensor,
+                          c0: Tensor, w_hh: Tensor, drop: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """BPTT of `lstm_dropout_forward`: gradients of the gate pre-activations (T, B, 4H) and of the
+    initial h and c (B, H).  grad_out (T, B, H); grad_h, grad_c (B, H): gradients of the final state."""
+    steps = acts.size(0)
+    hidden = grad_h.size(1)
+    dgates = acts.new_empty(acts.shape)
+    dh = grad_h
+    dc = grad_c
+    for k in range(steps):
+        t = steps - 1 - k
+        a = acts[t]
+        i = a[:, :hidden]
+        f = a[:, hidden:2 * hidden]
+        g = a[:, 2 * hidden:3 * hidden]
+        o = a[:, 3 * hidden:]
+        c_prev = cells[t - 1] if t > 0 else c0
+        dh = dh + grad_out[t]
+        tc = torch.tanh(cells[t])
+        dc = dc + dh * o * (1.0 - tc * tc)
+        m = drop[t]
+        d = dgates[t]
+        d[:, :hidden] = dc * g * m * i * (1.0 - i)
+        d[:, hidden:2 * hidden] = dc * c_prev * f * (1.0 - f)
+        d[:, 2 * hidden:3 * hidden] = dc * i * m * (1.0 - g * g)
+        d[:, 3 * hidden:] = dh * tc * o * (1.0 - o)
+        dh = torch.mm(d, w_hh)  # (B, H)
+        dc = dc * f
+    return dgates, dh, dc
+
+
+_SCRIPTED_DROPOUT = None
+_COMPILED_DROPOUT = None
+
+
+def _dropout_kernels(backend: str):
+    """(forward, backward) of the recurrent-dropout LSTM for a backend: "script" (torch.jit.script,
+    falling back to eager with a log warning), "compile" (torch.compile of each) or "eager"."""
+    global _SCRIPTED_DROPOUT, _COMPILED_DROPOUT
+    if backend == "script":
+        if _SCRIPTED_DROPOUT is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _SCRIPTED_DROPOUT = (torch.jit.script(lstm_dropout_forward), torch.jit.script(lstm_dropout_backward))
+            except Exception as err:  # noqa: BLE001 - any scripting failure means "run eagerly"
+                logger.warning("torch.jit.script of the recurrent-dropout LSTM failed (%s); running it eagerly", err)
+                _SCRIPTED_DROPOUT = (lstm_dropout_forward, lstm_dropout_backward)
+        return _SCRIPTED_DROPOUT
+    if backend == "compile":
+        if _COMPILED_DROPOUT is None:
+            _COMPILED_DROPOUT = (torch.compile(lstm_dropout_forward, dynamic=True),
+                                 torch.compile(lstm_dropout_backward, dynamic=True))
+        return _COMPILED_DROPOUT
+    return lstm_dropout_forward, lstm_dropout_backward
+
+
+class _LSTMDropoutFunction(torch.autograd.Function):
+    """The whole recurrence as one autograd node: inputs (xw, h0, c0, w_hh, drop, backend)."""
+
+    @staticmethod
+    def forward(ctx, xw, h0, c0, w_hh, drop, backend: str):
+        fwd, _ = _dropout_kernels(backend)
+        out, acts, cells = fwd(xw, h0, c0, w_hh, drop)
+        ctx.backend = backend
+        ctx.save_for_backward(h0, c0, w_hh, drop, out, acts, cells)
+        return out, out[-1].clone(), cells[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_h, grad_c):
+        h0, c0, w_hh, drop, out, acts, cells = ctx.saved_tensors
+        _, bwd = _dropout_kernels(ctx.backend)
+        zeros = h0.new_zeros(h0.shape)
+        grad_out = out.new_zeros(out.shape) if grad_out is None else grad_out.contiguous()
+        dgates, dh0, dc0 = bwd(grad_out, zeros if grad_h is None else grad_h.contiguous(),
+                               zeros if grad_c is None else grad_c.contiguous(), acts, cells, c0, w_hh, drop)
+        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]], dim=0)  # (T, B, H) the h each step read
+        hidden = h0.size(1)
+        dw_hh = torch.mm(dgates.reshape(-1, 4 * hidden).t(), h_prev.reshape(-1, hidden))  # (4H, H)
+        return dgates, dh0, dc0, dw_hh, None, None
+
+
+class DropoutLSTM(nn.LSTM):
+    """`nn.LSTM` (one layer, one direction, batch_first) with recurrent dropout on the candidate g in
+    training, as magenta's `LSTMCell(use_recurrent_dropout=True)` (Semeniuta et al. 2016).
+
+    `recurrent_dropout` is the probability of DROPPING a unit of g at a step (kept units are scaled
+    by 1 / (1 - p)); magenta's keep probability 0.9 is 0.1 here.  The parameters ARE nn.LSTM's
+    (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, gate order i, f, g, o), so a
+    state dict loads into either class.  In eval mode (and with p = 0) `forward` is nn.LSTM's own
+    (cuDNN / oneDNN): the same function, as dropout is off there.  In training with p > 0 it runs
+    the recurrence of this module (see `lstm_dropout_forward`) in float32, also under autocast.
+    `backend` ("script", "eager", "compile"; a runtime choice, never saved) picks how.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float = 0.0, backend: str = "script"):
+        super().__init__(input_size, hidden_size, batch_first=True)
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout is a probability of DROPPING, in [0, 1), got {recurrent_dropout}")
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown recurrent-dropout LSTM backend {name!r}; choose from {BACKENDS}")
+        self._backend = name
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, recurrent_dropout={self.recurrent_dropout}, backend={self.backend!r}"
+
+    def dropout_mask(self, steps: int, bsz: int, device, dtype) -> Tensor:
+        """(T, B, H) mask for g: 0 with probability p, else 1 / (1 - p); from torch's global RNG."""
+        keep = 1.0 - self.recurrent_dropout
+        return torch.bernoulli(torch.full((steps, bsz, self.hidden_size), keep, device=device, dtype=dtype)) / keep
+
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None):  # type: ignore[override]
+        if not (self.training and self.recurrent_dropout > 0):
+            return super().forward(x, hx)
+        bsz, steps, _ = x.shape
+        dtype = self.weight_hh_l0.dtype
+        if hx is None:
+            h0 = x.new_zeros((bsz, self.hidden_size), dtype=dtype)
+            c0 = h0
+        else:
+            h0, c0 = hx[0][0].to(dtype), hx[1][0].to(dtype)  # (B, H)
+        # all steps' input projections in one matmul (bf16 under autocast), the recurrence in float32
+        xw = torch.matmul(x.transpose(0, 1), self.weight_ih_l0.t()) + (self.bias_ih_l0 + self.bias_hh_l0)
+        drop = self.dropout_mask(steps, bsz, x.device, dtype)  # (T, B, H)
+        if steps == 0:
+            return x.new_zeros((bsz, 0, self.hidden_size), dtype=dtype), (h0.unsqueeze(0), c0.unsqueeze(0))
+        with torch.autocast(x.device.type, enabled=False):
+            out, h, c = _LSTMDropoutFunction.apply(xw.to(dtype).contiguous(), h0.contiguous(), c0.contiguous(),
+                                                   self.weight_hh_l0, drop, self.backend)
+        return out.transpose(0, 1), (h.unsqueeze(0), c.unsqueeze(0))  # (B, T, H), (1, B, H) x 2
+
+
+def plain_lstm(input_size: int, hidden_size: int, recurrent_dropout: float = 0.0) -> nn.LSTM:
+    """A batch-first `nn.LSTM`, or a `DropoutLSTM` (same parameters) when recurrent_dropout > 0."""
+    if recurrent_dropout > 0:
+        return DropoutLSTM(input_size, hidden_size, recurrent_dropout)
+    return nn.LSTM(input_size, hidden_size, batch_first=True)
 
 
 def gaussian_linear_(linear: nn.Linear, std: float = 0.001) -> nn.Linear:
@@ -308,6 +505,16 @@ def gaussian_linear_(linear: nn.Linear, std: float = 0.001) -> nn.Linear:
     return linear
 
 
-__all__ = ["LayerNormLSTM", "LayerNormBiLSTMEncoder", "BiLSTMEncoder", "ln_lstm_step", "ln_lstm_scan", "reverse_padded",
-           "init_lstm_like_reference", "lstm_orthogonal_", "gaussian_linear_", "BACKENDS", "LN_EPS"]
+def glorot_linear_(linear: nn.Linear) -> nn.Linear:
+    """Glorot-uniform weight AND bias: TensorFlow's default initialiser, which magenta's output layer
+    (`output_w`, `output_b`, created without one) gets.  TF treats a 1-D bias as fan_in = fan_out =
+    its length n, so the bias is U(-sqrt(3 / n), sqrt(3 / n))."""
+    nn.init.xavier_uniform_(linear.weight)
+    bound = math.sqrt(3.0 / linear.bias.numel())
+    nn.init.uniform_(linear.bias, -bound, bound)
+    return linear
+
+
+__all__ = ["DropoutLSTM", "plain_lstm", "lstm_dropout_forward", "lstm_dropout_backward", "LayerNormLSTM", "LayerNormBiLSTMEncoder", "BiLSTMEncoder", "ln_lstm_step", "ln_lstm_scan", "reverse_padded",
+           "init_lstm_like_reference", "lstm_orthogonal_", "gaussian_linear_", "glorot_linear_", "BACKENDS", "LN_EPS"]
 

@@ -8,28 +8,11 @@ import shutil
 
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from sketchvae.cli import main
-from sketchvae.image import data as mnist
+from test_cli_mnist import data_dir, run  # noqa: F401 (data_dir is a fixture)
 
 torch.set_num_threads(1)
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(main, ["mnist", *map(str, args)])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    else:
-        assert result.exit_code != 0, result.output
-        assert "Traceback" not in result.output and not isinstance(result.exception, (ValueError, TypeError))
-    return result
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return mnist.write_synthetic(tmp_path_factory.mktemp("mnist"), n_train=300, n_test=100)
 
 
 @pytest.fixture(scope="module")

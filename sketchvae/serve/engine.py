@@ -292,15 +292,15 @@ def discover(paths, device="cpu", *, warm: bool = True):
             items += [(name, f, explicit) for name, f in cands]
     models: dict[str, ServedModel] = {}
     notes: list[str] = []
+    other_kinds: list[str] = []  # checkpoints of other models found in folders (the MNIST ones): one note
     for name, f, explicit in items:
         try:
             kind = load_checkpoint(f)["kind"]
             if kind != "sketch_rnn":
-                msg = (f"{f}: holds a model of kind {kind!r}, not a Sketch-RNN (serve draws with Sketch-RNN "
-                       f"models only)")
                 if explicit:
-                    raise ValueError(msg)
-                notes.append(f"skipped {msg}")
+                    raise ValueError(f"{f}: holds a model of kind {kind!r}, not a Sketch-RNN (serve draws with "
+                                     f"Sketch-RNN models only)")
+                other_kinds.append(f"{Path(f).name} ({kind})")
                 continue
             sampler = load(f, device=device)
         except CheckpointError as err:
@@ -312,6 +312,9 @@ def discover(paths, device="cpu", *, warm: bool = True):
         while unique in models:
             unique, k = f"{name}-{k}", k + 1
         models[unique] = ServedModel(unique, sampler, f)
+    if other_kinds:
+        notes.insert(0, f"skipped {len(other_kinds)} checkpoint{'s' if len(other_kinds) > 1 else ''} of other "
+                        f"models (serve draws with Sketch-RNN models only): {', '.join(other_kinds)}")
     if not models:
         raise ValueError("no Sketch-RNN checkpoints to serve" + (f" ({'; '.join(notes)})" if notes else ""))
     if warm:

@@ -169,7 +169,28 @@ def init_lstm_like_reference(lstm: nn.LSTM, forget_bias: float = 1.0) -> nn.LSTM
     return lstm
 
 
-class LayerNormLSTM(nn.Module):
+class _OwnRecurrence:
+    """What the LSTMs that run their own recurrence share: the recurrent-dropout probability and the
+    runtime `backend` ("script", "eager" or "compile"; never saved)."""
+
+    def _set_options(self, recurrent_dropout: float, backend: str) -> None:
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout is a probability of DROPPING, in [0, 1), got {recurrent_dropout}")
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown {type(self).__name__} backend {name!r}; choose from {BACKENDS}")
+        self._backend = name
+
+
+class LayerNormLSTM(_OwnRecurrence, nn.Module):
     """Single-layer, single-direction layer-norm LSTM over a batch-first sequence.
 
     forward(x (B, T, I), state=None, lengths=None) -> (outputs (B, T, H), (h, c) each (1, B, H)).
@@ -181,13 +202,10 @@ class LayerNormLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float = 0.0,
                  forget_bias: float = 1.0, backend: str = "script"):
         super().__init__()
-        if not 0.0 <= recurrent_dropout < 1.0:
-            raise ValueError(f"recurrent_dropout is a probability of DROPPING, in [0, 1), got {recurrent_dropout}")
+        self._set_options(recurrent_dropout, backend)
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.recurrent_dropout = float(recurrent_dropout)
         self.forget_bias = float(forget_bias)
-        self.backend = backend
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))  # (4H, I) gates i, j, f, o
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))  # (4H, H)
         self.ln_gamma = nn.Parameter(torch.ones(4, hidden_size))  # per-gate LN gain
@@ -196,16 +214,6 @@ class LayerNormLSTM(nn.Module):
         self.ln_c_beta = nn.Parameter(torch.zeros(hidden_size))
         nn.init.xavier_uniform_(self.weight_ih)
         lstm_orthogonal_(self.weight_hh)
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, name: str) -> None:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown layer-norm LSTM backend {name!r}; choose from {BACKENDS}")
-        self._backend = name
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, recurrent_dropout={self.recurrent_dropout}, "
@@ -431,7 +439,7 @@ class _LSTMDropoutFunction(torch.autograd.Function):
         return dgates, dh0, dc0, dw_hh, None, None
 
 
-class DropoutLSTM(nn.LSTM):
+class DropoutLSTM(_OwnRecurrence, nn.LSTM):
     """`nn.LSTM` (one layer, one direction, batch_first) with recurrent dropout on the candidate g in
     training, as magenta's `LSTMCell(use_recurrent_dropout=True)` (Semeniuta et al. 2016).
 
@@ -446,20 +454,7 @@ class DropoutLSTM(nn.LSTM):
 
     def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float = 0.0, backend: str = "script"):
         super().__init__(input_size, hidden_size, batch_first=True)
-        if not 0.0 <= recurrent_dropout < 1.0:
-            raise ValueError(f"recurrent_dropout is a probability of DROPPING, in [0, 1), got {recurrent_dropout}")
-        self.recurrent_dropout = float(recurrent_dropout)
-        self.backend = backend
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, name: str) -> None:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown recurrent-dropout LSTM backend {name!r}; choose from {BACKENDS}")
-        self._backend = name
+        self._set_options(recurrent_dropout, backend)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, recurrent_dropout={self.recurrent_dropout}, backend={self.backend!r}"

@@ -5,7 +5,6 @@ CLI and `sketchvae download --magenta` against a local HTTP server."""
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import http.server
 import json
@@ -23,6 +22,8 @@ from sketchvae.distributions import TEMPERATURE_CONVENTIONS, temperature_scales,
 from sketchvae.interop import magenta as M
 from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
 from sketchvae.sample import complete, load, reconstruct, sample
+
+from test_image_data import serve
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "magenta_models"
 
@@ -331,19 +332,8 @@ def http_dir(tmp_path):
     """A plain HTTP server on 127.0.0.1 over tmp_path/www."""
     www = tmp_path / "www"
     www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield www, f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve(www) as url:
+        yield www, url.rstrip("/")
 
 
 def test_download_magenta_end_to_end(tmp_path, http_dir):

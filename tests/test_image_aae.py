@@ -14,6 +14,8 @@ from sketchvae.image.aae import (AAE, MIX_COMPONENTS, MIX_RADIUS, AAEConfig, AAE
                                  generator_loss, recon_loss, sample_prior)
 from sketchvae.image.train import ImageTrainConfig, fit, load_model
 
+from test_image_models import assert_resume_reproduces_the_uninterrupted_run
+
 torch.set_num_threads(1)
 
 
@@ -140,14 +142,5 @@ def test_fit_writes_aae_run_folder_and_learns(tmp_path, fake_mnist):
 
 def test_aae_resume_reproduces_the_uninterrupted_run(tmp_path, fake_mnist):
     mc = AAEConfig(z_size=3, hidden_size=32, disc_hidden_size=16)
-    fit(mc, _cfg(epochs=2), fake_mnist, tmp_path / "straight")
-    fit(mc, _cfg(epochs=1), fake_mnist, tmp_path / "resumed")
-    fit(None, _cfg(epochs=2), fake_mnist, tmp_path / "resumed", resume=True)
-    a = load_checkpoint(tmp_path / "straight" / "last.pt")
-    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    a = assert_resume_reproduces_the_uninterrupted_run(tmp_path, fake_mnist, mc, _cfg)
     assert set(a["train_state"]["optimizer"]) == {"ae", "disc", "gen"}
-    strip = lambda p: [{k: v for k, v in json.loads(s).items() if k not in ("seconds", "images_per_s")}
-                       for s in p.read_text().splitlines()]
-    assert strip(tmp_path / "straight" / "metrics.jsonl") == strip(tmp_path / "resumed" / "metrics.jsonl")

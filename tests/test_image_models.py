@@ -240,20 +240,25 @@ def test_fit_writes_run_folder_and_learns(tmp_path, fake_mnist):
         fit(mc, _cfg(), fake_mnist, tmp_path / "run")
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, fake_mnist):
-    mc = ImageVAEConfig(z_size=4, hidden_size=32, num_classes=10)
-    fit(mc, _cfg(epochs=2), fake_mnist, tmp_path / "straight")
-    fit(mc, _cfg(epochs=1), fake_mnist, tmp_path / "resumed")
-    fit(None, _cfg(epochs=2), fake_mnist, tmp_path / "resumed", resume=True)
+def assert_resume_reproduces_the_uninterrupted_run(tmp_path, data_dir, model_config, cfg) -> dict:
+    """Train 2 epochs straight, and 1 epoch then resumed to 2: same weights and metrics (times aside).
+    Returns the straight run's last.pt."""
+    fit(model_config, cfg(epochs=2), data_dir, tmp_path / "straight")
+    fit(model_config, cfg(epochs=1), data_dir, tmp_path / "resumed")
+    fit(None, cfg(epochs=2), data_dir, tmp_path / "resumed", resume=True)
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
-    lb = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(s).items() if k not in ("seconds", "images_per_s")}
-                           for s in lines]
-    assert strip(la) == strip(lb)
+    strip = lambda p: [{k: v for k, v in json.loads(s).items() if k not in ("seconds", "images_per_s")}
+                       for s in p.read_text().splitlines()]
+    assert strip(tmp_path / "straight" / "metrics.jsonl") == strip(tmp_path / "resumed" / "metrics.jsonl")
+    return a
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, fake_mnist):
+    assert_resume_reproduces_the_uninterrupted_run(tmp_path, fake_mnist,
+                                                   ImageVAEConfig(z_size=4, hidden_size=32, num_classes=10), _cfg)
 
 
 @pytest.mark.parametrize("binarize", ["static", "grey"])

@@ -18,6 +18,7 @@ Keys:
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -48,11 +49,21 @@ def shipped_checkpoints_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "checkpoints"
 
 
+MAGENTA_DIR_ENV = "SKETCHVAE_MAGENTA_DIR"  # = sketchvae.interop.magenta.DIR_ENV
+
+
+def magenta_checkpoints_dir() -> Path:
+    """Where Magenta's models are downloaded and converted (`sketchvae download --magenta`):
+    ``$SKETCHVAE_MAGENTA_DIR``, else the repository's `checkpoints/magenta/`."""
+    env = os.environ.get(MAGENTA_DIR_ENV)
+    return Path(env) if env else shipped_checkpoints_dir() / "magenta"
+
+
 def shipped_checkpoints() -> dict[str, Path]:
-    """The shipped checkpoints by name: {"sheep": .../checkpoints/sheep.pt, "magenta/NAME": ...}."""
-    root = shipped_checkpoints_dir()
-    found = {p.stem: p for p in sorted(root.glob("*.pt"))}
-    found.update({f"magenta/{p.stem}": p for p in sorted(root.glob("magenta/*.pt"))})
+    """The shipped checkpoints by name: {"sheep": .../checkpoints/sheep.pt, "magenta/NAME": the
+    converted Magenta models in `magenta_checkpoints_dir()`}."""
+    found = {p.stem: p for p in sorted(shipped_checkpoints_dir().glob("*.pt"))}
+    found.update({f"magenta/{p.stem}": p for p in sorted(magenta_checkpoints_dir().glob("*.pt"))})
     return found
 
 

@@ -86,7 +86,7 @@ WEIGHT_NAMES = ("output kernel", "output bias", "LSTM input kernel", "LSTM recur
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw-models/sketchRNN/large_models"
 BASE_URL_ENV = "SKETCHVAE_MAGENTA_URL"
-DIR_ENV = "SKETCHVAE_MAGENTA_DIR"
+DIR_ENV = "SKETCHVAE_MAGENTA_DIR"  # where downloads go: sketchvae.checkpoint.magenta_checkpoints_dir reads it
 
 # The models Magenta lists for @magenta/sketch (its README, "Pre-trained models"): Quick, Draw!
 # classes with spaces written as underscores, and a few trained on several classes (catpig, ...).
@@ -422,11 +422,11 @@ def model_url(name: str, base: str | None = None) -> str:
 
 
 def default_dir() -> Path:
-    """Where downloaded models go: ``$SKETCHVAE_MAGENTA_DIR``, else the repository's `checkpoints/magenta/`."""
-    from sketchvae.checkpoint import shipped_checkpoints_dir
+    """Where downloaded models go: ``$SKETCHVAE_MAGENTA_DIR``, else the repository's `checkpoints/magenta/`
+    (the folder where `sample magenta/NAME`, `load("magenta/NAME")` and `serve` find them)."""
+    from sketchvae.checkpoint import magenta_checkpoints_dir
 
-    env = os.environ.get(DIR_ENV)
-    return Path(env) if env else shipped_checkpoints_dir() / "magenta"
+    return magenta_checkpoints_dir()
 
 
 @dataclass

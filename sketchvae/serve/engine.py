@@ -270,7 +270,7 @@ def discover(paths, device="cpu", *, warm: bool = True):
     with a note.  Names: a file's stem; for a folder, "FOLDER/relative/path" without ".pt" (the
     shipped folder's models go without the prefix: "sheep", "magenta/sheep"); clashes get "-2", ...
     """
-    from sketchvae.checkpoint import CheckpointError, load_checkpoint, shipped_checkpoints_dir
+    from sketchvae.checkpoint import CheckpointError, load_checkpoint, shipped_checkpoints, shipped_checkpoints_dir
     from sketchvae.sample import load
 
     items: list[tuple[str, Path, bool]] = []
@@ -279,7 +279,7 @@ def discover(paths, device="cpu", *, warm: bool = True):
         if not shipped.is_dir():
             raise ValueError(f"no MODELS given and the shipped checkpoints folder {shipped} is missing; "
                              f"pass checkpoints or folders of them")
-        items = [(name, f, False) for name, f in _candidates(shipped, "")]
+        items = [(name, f, False) for name, f in shipped_checkpoints().items()]  # as resolve_checkpoint names them
     else:
         for p in paths:
             p = Path(p)

@@ -417,8 +417,9 @@ def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_d
     sources: one prepared cache (`.h5` / `.hdf5`: used as is), or any mix of `.npz` / `.ndjson`
     files, folders of them, and Quick, Draw! class names (downloaded) - these are prepared into
     `run_dir/data.h5` by `sketchvae.data.quickdraw.prepare` (kwargs are passed to it).  An existing
-    `run_dir/data.h5` is reused when it was prepared from the same sources.  keep_existing (resuming
-    a run): an existing `run_dir/data.h5` prepared from other files is never rebuilt; `DataMismatch`.
+    `run_dir/data.h5` is reused when it was prepared from the same files with the same options.
+    keep_existing (resuming a run): an existing `run_dir/data.h5` that differs is never rebuilt;
+    `DataMismatch` says how.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -433,33 +434,13 @@ def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_d
     from sketchvae.data import quickdraw  # the data stage owns parsing and preparation
 
     out = Path(run_dir) / DATA_CACHE
-    if keep_existing and out.exists():
-        _check_same_sources(sources, out, prepare_kwargs)
-    return Path(quickdraw.prepare(sources, out, **prepare_kwargs))
-
-
-def _check_same_sources(sources: list[str], cache: Path, prepare_kwargs: dict) -> None:
-    """DataMismatch unless `sources` hold the very files `cache` was prepared from (by checksum)."""
-    import hashlib
-
-    from sketchvae.data import quickdraw
-
-    files = quickdraw.resolve_sources(sources, download_missing=False,
-                                      **{k: v for k, v in prepare_kwargs.items() if k in ("data_dir", "base")})
-    given = {}
-    for f in files:
-        h = hashlib.sha256()
-        with open(f.path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        given[f.name] = h.hexdigest()
-    saved = _open_cache(cache).attrs.get("source_checksums")
-    if saved and saved != given:
+    try:  # prepare reuses a data.h5 made from the same files with the same options
+        return Path(quickdraw.prepare(sources, out, overwrite=not keep_existing, **prepare_kwargs))
+    except quickdraw.CacheExistsError as err:
         raise DataMismatch(
-            f"{', '.join(sources)}: not the data this run was trained on ({cache} was prepared from "
-            f"{', '.join(sorted(saved))}; the files differ). A resumed run continues on its own data (leave DATA "
-            f"out to use it); to train on these files starting from the run's weights, start a new run: "
-            f"sketchvae train DATA -o NEW_RUN --init-from {cache.parent / LAST_CKPT}")
+            f"{', '.join(sources)}: not the data this run was trained on ({err}). A resumed run continues on its "
+            f"own data (leave DATA out to use it); to train on these files starting from the run's weights, start "
+            f"a new run: sketchvae train DATA -o NEW_RUN --init-from {out.parent / LAST_CKPT}") from None
 
 
 def make_batches(cache, split: str, batch_size: int, max_len: int, *, scale_factor: float, shuffle: bool,
@@ -909,14 +890,6 @@ def _model_config_for(config: SketchRNNConfig | dict | None, class_names: list[s
         raise ValueError(f"mode 'class_vae' with num_classes={config.num_classes}, but {source} has "
                          f"{len(class_names)} classes ({class_names[:10]}{' ...' if len(class_names) > 10 else ''})")
     return config
-
-
-def ckpt_step(path: Path) -> int | None:
-    """The step recorded in a checkpoint (None: missing or unreadable)."""
-    try:
-        return int(load_checkpoint(path)["extra"].get("step"))
-    except (CheckpointError, TypeError, ValueError):
-        return None
 
 
 class _Window:

@@ -338,7 +338,8 @@ class SplitView:
 
 
 def _reopen_split(path: str, name: str) -> SplitView:
-    return open_cache(path).split(name)
+    # A DataLoader worker (re)opening the split the main process already opened and validated.
+    return open_cache(path, validate=False).split(name)
 
 
 class StrokeCache:
@@ -352,7 +353,7 @@ class StrokeCache:
     path (workers reopen the file instead of copying the data).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, validate: bool = True):
         import h5py
 
         self.path = Path(path)
@@ -392,8 +393,9 @@ class StrokeCache:
         else:  # written before the attribute existed: one pass over the offsets
             self.max_sketch_len = max((int(np.diff(np.asarray(v.offsets)).max()) for v in self._views.values()
                                        if len(v)), default=0)
-        for name, view in self._views.items():
-            validate_split(view, len(self.class_names), self.path)
+        if validate:
+            for name, view in self._views.items():
+                validate_split(view, len(self.class_names), self.path)
 
     def _check(self, name: str, view: SplitView) -> SplitView:
         p, o, lab = view.points, view.offsets, view.labels
@@ -497,9 +499,10 @@ def _decode_attr(key: str, value):
     return value
 
 
-def open_cache(path: str | os.PathLike) -> StrokeCache:
-    """Open a prepared HDF5 cache for reading (memory-mapped; see :class:`StrokeCache`)."""
-    return StrokeCache(path)
+def open_cache(path: str | os.PathLike, *, validate: bool = True) -> StrokeCache:
+    """Open a prepared HDF5 cache for reading (memory-mapped; see :class:`StrokeCache`).  validate: check
+    every split's contents (`validate_split`); off only where the same file was checked already."""
+    return StrokeCache(path, validate=validate)
 
 
 __all__ = ["FORMAT_VERSION", "CacheWriter", "write_cache", "StrokeCache", "SplitView", "open_cache", "validate_split"]

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from sketchvae.checkpoint import CheckpointError, build_model, load_checkpoint, resolve_checkpoint
 from sketchvae.distributions import TEMPERATURE_CONVENTIONS, temperature_scales
 from sketchvae.models.sketch_rnn import SketchRNN
-from sketchvae.strokes import to_stroke5
+from sketchvae.strokes import model_input, to_stroke5
 
 DEFAULT_CHUNK = 4096
 CONVENTIONS = TEMPERATURE_CONVENTIONS  # ("paper", "magenta", "magenta-js"), see sketchvae.distributions
@@ -547,8 +547,7 @@ def _batch(sampler: Sampler, sketches: list[np.ndarray]):
 
     items = []
     for s in sketches:
-        s = s.copy()
-        s[:, 0:2] /= sampler.scale_factor
+        s = model_input(s, sampler.scale_factor)
         s[-1, 2] = 1.0
         items.append((s, 0))
     batch = collate_stroke5(items)
@@ -713,9 +712,7 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
                 mu, sigma = mu.to(dev, dtype), sigma.to(dev, dtype)
                 eps = torch.randn(n, cfg.z_size, generator=gen, device=dev, dtype=dtype)
                 z = mu + sigma * eps  # (n, D)
-        norm = partial.copy()
-        norm[:, 0:2] /= sampler.scale_factor
-        s5 = torch.from_numpy(to_stroke5(norm)).to(dev, dtype)  # (k, 5)
+        s5 = torch.from_numpy(to_stroke5(model_input(partial, sampler.scale_factor))).to(dev, dtype)  # (k, 5)
         inputs = torch.cat([model_.start_tokens(1), s5[:-1]], dim=0)  # start, S_1 .. S_{k-1}
         inputs = inputs.unsqueeze(0).expand(n, k, 5).contiguous()
         _, _, state = model_.decode(inputs, z, labels)  # teacher forcing over the given points

@@ -17,6 +17,10 @@ import numpy as np
 
 START_TOKEN = np.array([0.0, 0.0, 1.0, 0.0, 0.0], dtype=np.float32)
 END_ROW = np.array([0.0, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+# What a model reads has its offsets clamped to [-OFFSET_LIMIT, OFFSET_LIMIT] (data units, before
+# scaling), in training batches and at inference alike, as magenta's DataLoader does with its `limit`
+# ("removes large gaps"); the published data sets stay below 700, so this only touches larger jumps.
+OFFSET_LIMIT = 1000
 
 
 def _as_stroke3(s3) -> np.ndarray:
@@ -124,6 +128,12 @@ def normalize(s3, scale: float) -> np.ndarray:
     out = _as_stroke3(s3).astype(np.float32, copy=True)
     out[:, 0:2] /= scale
     return out
+
+
+def model_input(s3, scale: float) -> np.ndarray:
+    """What a model reads of a stroke-3 sketch in data units: offsets clamped to +-OFFSET_LIMIT, then
+    divided by ``scale`` (float32 copy; what training batches hold, see `sketchvae.data.batching`)."""
+    return normalize(clamp(s3, OFFSET_LIMIT), scale)
 
 
 def denormalize(s3, scale: float) -> np.ndarray:

@@ -323,6 +323,25 @@ def test_complete_continues_from_the_teacher_forced_state():
     np.testing.assert_allclose(full[len(partial):, :2], np.array(tail).reshape(-1, 3)[:, :2], rtol=1e-5, atol=1e-4)
 
 
+def test_the_model_reads_offsets_clamped_as_in_training():
+    """Offsets beyond +-OFFSET_LIMIT reach the model clamped, as in training batches; a completion
+    still returns the given strokes exactly."""
+    from sketchvae.strokes import OFFSET_LIMIT
+
+    sp = tiny("vae")
+    s = fake_sketch(np.random.default_rng(4), 10)
+    far, at_limit = s.copy(), s.copy()
+    far[3, 0], at_limit[3, 0] = 5 * OFFSET_LIMIT, OFFSET_LIMIT
+    mu_far, _ = S.encode(sp, [far])
+    mu_limit, _ = S.encode(sp, [at_limit])
+    torch.testing.assert_close(mu_far, mu_limit)
+    a = S.complete(sp, far, n=2, temperature=0.5, seed=1, z_source="prior")
+    b = S.complete(sp, at_limit, n=2, temperature=0.5, seed=1, z_source="prior")
+    np.testing.assert_array_equal(a[0][:10], far)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x[10:], y[10:])
+
+
 def test_complete_rejects_too_long_partials():
     sp = tiny("decoder", max_seq_len=8)
     with pytest.raises(ValueError, match="max_len"):

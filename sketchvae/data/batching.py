@@ -57,10 +57,7 @@ from sketchvae import strokes
 log = logging.getLogger(__name__)
 
 AUGMENT_KEYS = ("scale_range", "drop_prob")
-# Offsets are clamped to [-OFFSET_LIMIT, OFFSET_LIMIT] (data units, before scaling) in every batch, as
-# magenta's DataLoader does with its `limit` ("removes large gaps"); the published data sets stay
-# below 700, so this only touches data with larger jumps.
-OFFSET_LIMIT = 1000
+OFFSET_LIMIT = strokes.OFFSET_LIMIT  # offsets are clamped to +-1000 in every batch (see strokes.OFFSET_LIMIT)
 _SHUFFLE_TAG = 0x5B0C  # separates the sampler's and the augmentation's seed sequences
 _AUGMENT_TAG = 0xA06E
 DEFAULT_BUCKET_BATCHES = 64  # chunk = this many (global) batches, sorted by length inside

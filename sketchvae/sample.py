@@ -669,6 +669,24 @@ def interpolate(z_a, z_b, steps: int = 10, method: str = "slerp") -> Tensor:
     return ((1.0 - t) * a + t * b).float()
 
 
+def interpolation_strip(model, a, b, steps: int = 10, temperature: float = 0.4, *, method: str = "slerp",
+                        classes=None, greedy: bool = False, seed: int | None = None, max_len: int | None = None,
+                        convention: str | None = None) -> list[np.ndarray]:
+    """`steps` sketches decoded along the path (`interpolate`) between the posterior means of the
+    stroke-3 sketches a and b, with the same random draws at every step, so that only z changes along
+    the strip.  classes ("class_vae"): (class of a, class of b); the first half of the strip is
+    decoded as a's class, the rest as b's."""
+    sampler = _as_sampler(model)
+    mu, _ = encode(sampler, [a, b], classes)
+    zs = interpolate(mu[0], mu[1], steps, method)
+    length = sampler.config.max_seq_len if max_len is None else _check_n(max_len, "max_len")
+    gen = _generator(seed, torch.device("cpu"))
+    one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
+    halves = None if classes is None else [classes[0] if k < steps / 2 else classes[1] for k in range(steps)]
+    return sample(sampler, steps, temperature, z=zs, classes=halves, greedy=greedy, max_len=length,
+                  noise=one.expand(length, steps, 4), convention=convention)
+
+
 # ------------------------------------------------------------------------------------------ completion
 def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None, greedy: bool = False,
              z_source: str = "encode", seed: int | None = None, max_len: int | None = None,
@@ -729,4 +747,4 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
 
 
 __all__ = ["Sampler", "load", "sample", "sample_sequential", "draw", "encode", "mean_latent", "reconstruct",
-           "analogy", "interpolate", "complete", "class_index"]
+           "analogy", "interpolate", "interpolation_strip", "complete", "class_index"]

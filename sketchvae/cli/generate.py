@@ -304,8 +304,6 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
       sketchvae interpolate sheep ../shared/data/sketchrnn_datasets/aaron_sheep.npz --from 0 --to 1 --steps 8 -o interp.svg
       sketchvae interpolate runs/catpig data/catpig.h5 --from 3 --to 9 --method lerp --greedy -o cat_to_pig.svg
     """
-    import torch
-
     from sketchvae import render
     from sketchvae import sample as S
 
@@ -317,15 +315,9 @@ def interpolate(ckpt, data, i_from, i_to, steps, method, split, class_name, out,
     try:
         cls_a = _class_for(sampler, word_a, class_name)
         cls_b = _class_for(sampler, word_b, class_name)
-        mu, _ = S.encode(sampler, [a, b], None if cls_a is None else [cls_a, cls_b])
-        zs = S.interpolate(mu[0], mu[1], steps, method)
-        length = max_len or sampler.config.max_seq_len
-        gen = S._generator(seed, torch.device("cpu"))
-        one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
-        noise = one.expand(length, steps, 4)  # the same draws for every step of the strip
-        middle = [cls_a if k < steps / 2 else cls_b for k in range(steps)] if cls_a is not None else None
-        strip = S.sample(sampler, steps, temperature, z=zs, classes=middle, greedy=greedy, max_len=length,
-                         noise=noise, convention=convention)
+        strip = S.interpolation_strip(sampler, a, b, steps, temperature, method=method,
+                                      classes=None if cls_a is None else [cls_a, cls_b], greedy=greedy, seed=seed,
+                                      max_len=max_len, convention=convention)
         captions = [f"#{i_from}"] + [f"t={k / (steps - 1):.2f}" for k in range(steps)] + [f"#{i_to}"]
         render.interpolation_svg([a] + strip + [b], path=out, captions=captions)
     except ValueError as err:

@@ -192,20 +192,11 @@ class ServedModel:
 
         self._check_class(cls, required=True)
         upp = self.units_per_px(cls)
-        prefix, last_px = page_to_model(strokes, upp)
+        prefix, _ = page_to_model(strokes, upp)  # RDP keeps the last point: endings continue from it
         limit = self.sampler.config.max_seq_len
         max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
         full = S.complete(self.sampler, prefix, n, temperature, classes=cls, seed=seed, max_len=max_len)
-        # where the model's prefix ends in page px (RDP keeps end points, so this is the drawing's own
-        # last point up to rounding): continuations start from there
-        end_px = np.asarray(strokes, dtype=np.float64)[:, 0:2].sum(axis=0)
-        out = []
-        for f in full:
-            tail = model_to_page(f[len(prefix):], upp)
-            if len(tail):
-                tail[0, 0:2] += last_px - end_px
-            out.append(to_json(tail))
-        return out
+        return [to_json(model_to_page(f[len(prefix):], upp)) for f in full]
 
     def sample(self, n: int, temperature: float, cls: str | None = None,
                seed: int | None = None) -> list[list[list[float]]]:
@@ -223,24 +214,14 @@ class ServedModel:
                     seed: int | None = None) -> list[list[list[float]]]:
         """`steps` drawings decoded along the slerp between the posterior means of page drawings a and b,
         with the same random draws at every step (so only z changes along the strip); page px."""
-        import torch
-
         from sketchvae import sample as S
 
         if self.mode != "vae":
             raise ModelError("model", f"model {self.name!r} is a {self.mode!r} model; interpolation needs a "
                                       f"'vae' model")
         upp = self.units_per_px(None)
-        mu, _ = S.encode(self.sampler, [page_to_model(a, upp)[0], page_to_model(b, upp)[0]])
-        zs = S.interpolate(mu[0], mu[1], steps, "slerp")
-        length = self.sampler.config.max_seq_len
-        gen = torch.Generator()
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(int(seed))
-        one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
-        strip = S.sample(self.sampler, steps, temperature, z=zs, max_len=length, noise=one.expand(length, steps, 4))
+        strip = S.interpolation_strip(self.sampler, page_to_model(a, upp)[0], page_to_model(b, upp)[0], steps,
+                                      temperature, seed=seed)
         return [to_json(centred(model_to_page(s, upp))) for s in strip]
 
 

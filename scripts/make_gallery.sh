@@ -14,8 +14,8 @@ for c in aaron_sheep omniglot short_kanji; do
   sketchvae sample checkpoints/multiclass.pt --class "$c" -n 8 --cols 8 -t 0.4 --seed 0 -o "$OUT/multiclass_$c.svg"
 done
 if [[ -f "$DATA/aaron_sheep.npz" ]]; then
-  sketchvae reconstruct checkpoints/sheep.pt "$DATA/aaron_sheep.npz" --split test --index 0,1,2,3 -o "$OUT/sheep_reconstruct.svg"
-  sketchvae interpolate checkpoints/sheep.pt "$DATA/aaron_sheep.npz" --split test --from 0 --to 1 --steps 8 -o "$OUT/sheep_interpolate.svg"
+  sketchvae reconstruct checkpoints/sheep.pt "$DATA/aaron_sheep.npz" --split test --index 0,1,2,3 --seed 0 -o "$OUT/sheep_reconstruct.svg"
+  sketchvae interpolate checkpoints/sheep.pt "$DATA/aaron_sheep.npz" --split test --from 0 --to 1 --steps 8 --seed 0 -o "$OUT/sheep_interpolate.svg"
   sketchvae complete checkpoints/sheep.pt "$DATA/aaron_sheep.npz" --split test --index 2 -n 7 --seed 0 -o "$OUT/sheep_complete.svg"
 fi
 if [[ -f checkpoints/mnist_cvae.pt ]]; then

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchvae.checkpoint import CheckpointError, build_model, load_checkpoint, resolve_checkpoint
-from sketchvae.distributions import TEMPERATURE_CONVENTIONS, temperature_scales
+from sketchvae.distributions import TEMPERATURE_CONVENTIONS, check_convention, temperature_scales
 from sketchvae.models.sketch_rnn import SketchRNN
 from sketchvae.strokes import model_input, to_stroke5
 
@@ -234,10 +234,7 @@ def _as_sketch_list(sketches) -> list[np.ndarray]:
 
 def _convention(sampler: Sampler, convention: str | None) -> str:
     """The convention a call uses: the given one, or the sampler's default; ValueError listing them."""
-    convention = sampler.convention if convention is None else convention
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown temperature convention {convention!r}; choose from {CONVENTIONS}")
-    return convention
+    return check_convention(sampler.convention if convention is None else convention)
 
 
 def _generator(seed, device: torch.device) -> torch.Generator:

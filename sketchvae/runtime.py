@@ -105,7 +105,7 @@ class DiskFullError(OSError):
     """A file could not be written because the disk (or the user's quota) is full.  str() is one
     sentence naming the file; `atomic_write` raises it with the previous version of the file intact."""
 
-    def __init__(self, path: str | os.PathLike, err: OSError | None = None, *, kept: bool = False):
+    def __init__(self, path: str | os.PathLike, *, kept: bool = False):
         super().__init__(errno.ENOSPC, "No space left on device", str(path))
         self.path = Path(path)
         self.kept = kept
@@ -132,7 +132,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:  # name the file the user asked for, not the temporary one
         if is_disk_full(err):
-            raise DiskFullError(path, err, kept=path.exists()) from None
+            raise DiskFullError(path, kept=path.exists()) from None
         raise _renamed(err, path) from None
     os.close(fd)
     try:
@@ -145,7 +145,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if is_disk_full(err) and not isinstance(err, DiskFullError):
-            raise DiskFullError(path, err, kept=path.exists()) from None
+            raise DiskFullError(path, kept=path.exists()) from None
         if isinstance(err, OSError) and err.filename is not None and os.fsdecode(err.filename) == tmp:
             raise _renamed(err, path) from err
         raise

@@ -39,6 +39,10 @@ _REASONS = {
 
 def os_error_line(err: OSError, path=None) -> str:
     """One line for an OSError: 'PATH: reason' (the path from `path` or the error itself)."""
+    from sketchvae.runtime import DiskFullError
+
+    if isinstance(err, DiskFullError):  # its own sentence says which file and whether the old one is kept
+        return str(err)
     reason = _REASONS.get(err.errno) or err.strerror or str(err) or type(err).__name__
     where = path if path is not None else err.filename
     if where is None:

@@ -253,17 +253,13 @@ def prepare(sources, out, max_len, min_len, skip_bad, valid_frac, test_frac, see
         rep = run_prepare(list(sources), out, max_len=max_len or None, min_len=min_len, skip_bad=skip_bad,
                           valid_frac=valid_frac, test_frac=test_frac, seed=seed, ndjson_format=fmt,
                           data_dir=data_dir, download_missing=not no_download, base=base_url, force=force,
-                          progress=show_progress(progress), overwrite=force)
+                          progress=show_progress(progress), overwrite=False)
     except CacheExistsError as err:
         raise click.ClickException(f"{err}; not overwriting it (a run may use it): pass --force to replace it, "
                                    f"or choose another -o") from None
-    except OSError as err:
-        from sketchvae.cli.common import os_error_line
-
-        raise click.ClickException(os_error_line(err) if err.errno is not None else str(err)) from None
     except ValueError as err:
         _fail(err)
-    _print_report(rep, all_classes)
+    _print_report(rep, all_classes)  # an OSError goes to the group's handler: one line naming the file
 
 
 def _print_report(rep, all_classes: bool) -> None:

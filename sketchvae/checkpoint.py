@@ -115,7 +115,7 @@ def _not_torch_file(path: Path) -> str | None:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
         first = text.strip().splitlines()[0][:40] if text.strip() else ""
         return f"it is a text file (starting {first!r}), not a file written by torch.save"
     return None

@@ -209,13 +209,12 @@ def download_file(url: str, dest: str | os.PathLike, *, timeout: float = 60.0, r
                   progress: bool = False, desc: str | None = None, offline_advice: str | None = None) -> Path:
     """Download `url` to `dest` through ``dest.part``, resuming a partial ``.part`` with HTTP Range.
 
-    `offline_advice`: what to suggest when the server is unreachable (default: the Quick, Draw! mirror variable).
-
     A dropped connection is retried `retries` times (resuming each time, waiting `backoff` x
     attempt seconds). The size must match Content-Length (or the Content-Range total); then
     `verify(part_path)` runs (a DataError there deletes the ``.part``) and the file is renamed
     onto `dest`. Raises :class:`DownloadError`; an interrupted ``.part`` is kept for the next run.
-    `offline_advice` replaces the end of the offline message (which mirror variable, which folder).
+    `offline_advice` replaces the end of the offline message (which mirror variable, which folder;
+    default: the Quick, Draw! mirror variable).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

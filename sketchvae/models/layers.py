@@ -169,7 +169,7 @@ def init_lstm_like_reference(lstm: nn.LSTM, forget_bias: float = 1.0) -> nn.LSTM
     return lstm
 
 
-class _OwnRecurrence:
+class OwnRecurrence:
     """What the LSTMs that run their own recurrence share: the recurrent-dropout probability and the
     runtime `backend` ("script", "eager" or "compile"; never saved)."""
 
@@ -190,7 +190,7 @@ class _OwnRecurrence:
         self._backend = name
 
 
-class LayerNormLSTM(_OwnRecurrence, nn.Module):
+class LayerNormLSTM(OwnRecurrence, nn.Module):
     """Single-layer, single-direction layer-norm LSTM over a batch-first sequence.
 
     forward(x (B, T, I), state=None, lengths=None) -> (outputs (B, T, H), (h, c) each (1, B, H)).
@@ -439,7 +439,7 @@ class _LSTMDropoutFunction(torch.autograd.Function):
         return dgates, dh0, dc0, dw_hh, None, None
 
 
-class DropoutLSTM(_OwnRecurrence, nn.LSTM):
+class DropoutLSTM(OwnRecurrence, nn.LSTM):
     """`nn.LSTM` (one layer, one direction, batch_first) with recurrent dropout on the candidate g in
     training, as magenta's `LSTMCell(use_recurrent_dropout=True)` (Semeniuta et al. 2016).
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from sketchvae.checkpoint import register_model_kind
 from sketchvae.distributions import MixtureParams, reparameterize
-from sketchvae.models.layers import (BACKENDS, BiLSTMEncoder, DropoutLSTM, LayerNormBiLSTMEncoder, LayerNormLSTM,
+from sketchvae.models.layers import (BACKENDS, BiLSTMEncoder, LayerNormBiLSTMEncoder, LayerNormLSTM, OwnRecurrence,
                                      gaussian_linear_, glorot_linear_, init_lstm_like_reference, plain_lstm)
 
 MODES = ("vae", "decoder", "class_vae")
@@ -162,10 +162,10 @@ class SketchRNN(nn.Module):
         """How the LSTMs this module runs itself run: "script" (default), "eager" or "compile" (see
         `models/layers.py`): the layer-norm LSTMs, and the plain LSTMs with recurrent dropout in
         training (nn.LSTM runs the rest).  A runtime choice; never saved in a checkpoint."""
-        if name not in BACKENDS:
+        if name not in BACKENDS:  # checked here too: a model without such LSTMs still refuses a bad name
             raise ValueError(f"unknown rnn backend {name!r}; choose from {BACKENDS}")
         for module in self.modules():
-            if isinstance(module, (LayerNormLSTM, DropoutLSTM)):
+            if isinstance(module, OwnRecurrence):
                 module.backend = name
         return self
 

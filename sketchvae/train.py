@@ -82,7 +82,7 @@ import torch
 from torch import nn
 
 from sketchvae import runtime
-from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict, load_checkpoint
+from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict, load_checkpoint, resolve_checkpoint
 from sketchvae.losses import KLSchedule, gaussian_kl, kl_loss, lr_at, sketch_rnn_loss
 from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
 from sketchvae.run import BEST_CKPT, DATA_CACHE, LAST_CKPT, METRICS_FILE, RunFolder, data_fingerprint  # noqa: F401
@@ -647,6 +647,7 @@ class _Session:
             if resume or model is not None:
                 raise ValueError("init_from starts a new run from a checkpoint; it cannot be combined with "
                                  "resume or a given model")
+            init_from = resolve_checkpoint(init_from)  # a file, a run folder or a shipped name
             source = _init_checkpoint(init_from)
         if source is not None:
             model_config = config_from_dict(SketchRNNConfig, source["config"])
@@ -680,7 +681,7 @@ class _Session:
             forward_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.trainer = Trainer(model, cfg, device, forward_model, world_size)
-        self.extra_info = {"init_from": str(Path(init_from).resolve())} if init_from is not None else {}
+        self.extra_info = {"init_from": str(init_from.resolve())} if init_from is not None else {}
 
         augment = {"scale_range": cfg.augment_scale, "drop_prob": cfg.augment_drop} \
             if (cfg.augment_scale > 0 or cfg.augment_drop > 0) else None

@@ -62,8 +62,8 @@ Under `torchrun` (env WORLD_SIZE > 1) `fit` joins the process group (NCCL on CUD
 wraps the model in DistributedDataParallel and shards the bucketed sampler by rank.
 `batch_size` is per process: the global batch is batch_size * world_size.  Rank 0 evaluates,
 writes metrics and checkpoints; the RNG states of all ranks go into `last.pt`.  A stop request
-(signal) or a periodic save due on any rank is agreed by all ranks at every step (one all-reduce of
-two flags), so they save and stop at the same step.
+(signal), a periodic save or the `max_minutes` deadline due on any rank is agreed by all ranks at
+every step (one all-reduce of three flags), so they save and stop at the same step.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from sketchvae.cli import main
 from sketchvae.cli.common import flag_message, new_run_dir, show_progress
+from sketchvae.presets import PRESETS  # a plain table, no heavy imports
 
 # (option name, TrainConfig field, type, help).  Defaults are read from the dataclass at runtime so
 # that the help text and the library never disagree.
@@ -124,7 +125,7 @@ def _is_cache(data) -> bool:
               "stopping at the first with an error (as `sketchvae prepare --skip-bad`).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: only when stderr is a terminal].")
-@click.option("--preset", type=click.Choice(["magenta"]), default=None,
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="Start from a named configuration; options given explicitly win. magenta: the reference's "
                    "(recurrent dropout 0.1, enc 256 / dec 512, KL weight 0.5 from 0.01, ...; see "
                    "sketchvae/presets.py and the README's 'Differences from magenta').")

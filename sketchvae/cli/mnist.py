@@ -506,16 +506,15 @@ def classifier(out, data_dir, epochs, batch_size, lr, lr_decay, max_shift, seed,
     _threads(threads)
     images, labels = load_split(data_dir, "train", limit)
     test_images, test_labels = load_split(data_dir, "test")
-    grey = lambda a: torch.from_numpy(a).reshape(len(a), -1).float().div(255)  # noqa: E731
     config = ClassifierConfig()
 
     def show(rec):
         click.echo(f"epoch {rec['epoch']}  lr {rec['lr']:.2e}  loss {rec['loss']:.4f}  "
                    f"train accuracy {rec['train_accuracy']:.4f}  {rec['seconds']:.0f} s", err=True)
 
-    model = fit_classifier(config, grey(images), torch.from_numpy(labels), epochs=epochs, batch_size=batch_size,
+    model = fit_classifier(config, _grey(images), torch.from_numpy(labels), epochs=epochs, batch_size=batch_size,
                            lr=lr, lr_decay=lr_decay, max_shift=max_shift, seed=seed, callback=show, progress=True)
-    acc = accuracy(model, grey(test_images), torch.from_numpy(test_labels))
+    acc = accuracy(model, _grey(test_images), torch.from_numpy(test_labels))
     save_checkpoint(out, kind=KIND, config=config, model=model, class_names=CLASS_NAMES,
                     extra={"test_accuracy": acc, "train_images": len(images), "epochs": epochs,
                            "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "max_shift": max_shift,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sketchvae.checkpoint import register_model_kind
-from sketchvae.image.models import onehot_labels
+from sketchvae.image.models import bernoulli_nll, onehot_labels
 
 KIND = "image_aae"
 PRIORS = ("gaussian", "mixture10")
@@ -112,8 +112,7 @@ class AAE(nn.Module):
 
     def log_likelihood(self, x: Tensor, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """log p(x | z) under the Bernoulli decoder, summed over pixels: (B,) nats."""
-        logits = self.decode(z, labels)
-        return -F.binary_cross_entropy_with_logits(logits, x.reshape(len(x), -1).float(), reduction="none").sum(-1)
+        return -bernoulli_nll(self.decode(z, labels), x)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> dict:
         z = self.code(x)
@@ -133,9 +132,7 @@ class AAE(nn.Module):
 # ---- losses (pure functions of the model's outputs)
 
 
-def recon_loss(logits: Tensor, x: Tensor) -> Tensor:
-    """-log p(x | z) per image, nats (B,): Bernoulli cross-entropy summed over pixels."""
-    return F.binary_cross_entropy_with_logits(logits, x.reshape(len(x), -1).float(), reduction="none").sum(-1)
+recon_loss = bernoulli_nll  # -log p(x | z) per image, nats (B,): the VAEs' Bernoulli cross-entropy
 
 
 def discriminator_loss(d_prior: Tensor, d_code: Tensor) -> Tensor:

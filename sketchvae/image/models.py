@@ -74,6 +74,12 @@ def onehot_labels(labels: Tensor | None, k: int, batch: int, ref: Tensor, what: 
     return y
 
 
+def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
+    """-log p(x | logits) per image under the Bernoulli decoder, summed over pixels: (B,) nats
+    (``binary_cross_entropy_with_logits``: stable for any logit; x in [0, 1], any image shape)."""
+    return F.binary_cross_entropy_with_logits(logits, x.reshape(len(x), -1).float(), reduction="none").sum(-1)
+
+
 class ImageVAE(nn.Module):
     def __init__(self, config: ImageVAEConfig):
         super().__init__()
@@ -139,8 +145,7 @@ class ImageVAE(nn.Module):
 
     def log_likelihood(self, x: Tensor, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """log p(x | z) under the Bernoulli decoder, summed over pixels: (B,) nats."""
-        logits = self.decode(z, labels)
-        return -F.binary_cross_entropy_with_logits(logits, self._flat(x).float(), reduction="none").sum(-1)
+        return -bernoulli_nll(self.decode(z, labels), x)
 
     def forward(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None) -> dict:
         mu, presig = self.encode(x, labels)
@@ -166,9 +171,7 @@ def elbo_terms(model: ImageVAE, x: Tensor, labels: Tensor | None = None,
     term is the Bernoulli log-likelihood via ``binary_cross_entropy_with_logits`` (stable for any logit).
     """
     out = model(x, labels, generator)
-    recon = F.binary_cross_entropy_with_logits(out["logits"], x.reshape(len(x), -1).float(),
-                                               reduction="none").sum(-1)
-    return {"recon": recon, "kl": gaussian_kl(out["mu"], out["presig"]), "mu": out["mu"], "presig": out["presig"]}
+    return {"recon": bernoulli_nll(out["logits"], x), "kl": gaussian_kl(out["mu"], out["presig"]), "mu": out["mu"], "presig": out["presig"]}
 
 
 def vae_loss(terms: dict[str, Tensor], kl_weight: float = 1.0) -> Tensor:

@@ -124,10 +124,14 @@ def load(path, device="cpu") -> Sampler:
     Raises `CheckpointError` (a ValueError naming the file) when the file is missing, truncated,
     corrupt, not a sketchvae checkpoint, or holds another kind of model.
     """
+    path = resolve_checkpoint(path)
+    return sampler_from_checkpoint(load_checkpoint(path), path, device)
+
+
+def sampler_from_checkpoint(ckpt: dict, path, device="cpu") -> Sampler:
+    """`load` for a checkpoint already read with `load_checkpoint` (`path` names it in errors)."""
     from sketchvae.runtime import resolve_device
 
-    path = resolve_checkpoint(path)
-    ckpt = load_checkpoint(path)
     if ckpt["kind"] != "sketch_rnn":
         raise CheckpointError(f"{path}: holds a {ckpt['kind']!r} model, not a Sketch-RNN ('sketch_rnn')")
     model = build_model(ckpt, path)
@@ -743,5 +747,5 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
     return out
 
 
-__all__ = ["Sampler", "load", "sample", "sample_sequential", "draw", "encode", "mean_latent", "reconstruct",
-           "analogy", "interpolate", "interpolation_strip", "complete", "class_index"]
+__all__ = ["Sampler", "load", "sampler_from_checkpoint", "sample", "sample_sequential", "draw", "encode",
+           "mean_latent", "reconstruct", "analogy", "interpolate", "interpolation_strip", "complete", "class_index"]

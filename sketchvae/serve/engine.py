@@ -252,7 +252,7 @@ def discover(paths, device="cpu", *, warm: bool = True):
     shipped folder's models go without the prefix: "sheep", "magenta/sheep"); clashes get "-2", ...
     """
     from sketchvae.checkpoint import CheckpointError, load_checkpoint, shipped_checkpoints, shipped_checkpoints_dir
-    from sketchvae.sample import load
+    from sketchvae.sample import sampler_from_checkpoint
 
     items: list[tuple[str, Path, bool]] = []
     if not paths:
@@ -276,14 +276,15 @@ def discover(paths, device="cpu", *, warm: bool = True):
     other_kinds: list[str] = []  # checkpoints of other models found in folders (the MNIST ones): one note
     for name, f, explicit in items:
         try:
-            kind = load_checkpoint(f)["kind"]
+            ckpt = load_checkpoint(f)
+            kind = ckpt["kind"]
             if kind != "sketch_rnn":
                 if explicit:
                     raise ValueError(f"{f}: holds a model of kind {kind!r}, not a Sketch-RNN (serve draws with "
                                      f"Sketch-RNN models only)")
                 other_kinds.append(f"{Path(f).name} ({kind})")
                 continue
-            sampler = load(f, device=device)
+            sampler = sampler_from_checkpoint(ckpt, f, device=device)  # the file is read once
         except CheckpointError as err:
             if explicit:
                 raise

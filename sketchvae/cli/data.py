@@ -149,7 +149,7 @@ def _download_magenta(names, models_dir, base_url, force, retries, timeout, list
         try:
             M.resolve_model_name(name)
         except ValueError as err:
-            problems.append(str(err).split(";")[0])
+            problems.append(str(err))
     if problems:
         raise click.UsageError(f"{'; '.join(problems)}. `sketchvae download --magenta --list` shows all "
                                f"{len(M.MAGENTA_MODELS)}")

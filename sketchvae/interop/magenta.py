@@ -402,14 +402,14 @@ def convert(src, dst, name: str | None = None) -> Path:
 
 # ------------------------------------------------------------------------------------------ downloads
 def resolve_model_name(name: str) -> str:
-    """Magenta's spelling of a model name ("Sea Turtle" -> "sea_turtle"); ValueError with close matches."""
+    """Magenta's spelling of a model name ("Sea Turtle" -> "sea_turtle"); ValueError with close matches
+    (`MAGENTA_MODELS` lists them all; the CLI points at `download --magenta --list`)."""
     key = "_".join(name.replace("-", " ").replace("_", " ").split()).lower()
     if key in MAGENTA_MODELS:
         return key
     close = difflib.get_close_matches(key, MAGENTA_MODELS, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ValueError(f"unknown Magenta model {name!r}{hint}; the {len(MAGENTA_MODELS)} models are: "
-                     + ", ".join(MAGENTA_MODELS))
+    raise ValueError(f"unknown Magenta model {name!r}{hint}")
 
 
 def base_url(override: str | None = None) -> str:

@@ -15,7 +15,7 @@ array with 3 columns and finite values draws itself; anything else shows as the 
 arrays and the safe `.npz` reader (`sketchvae.data.formats`) loads them.
 
 `Drawings` is a `list` of them, what every sampling function of `sketchvae.sample` returns: its
-picture is a grid (`render.grid_svg`); a Drawings of Drawings (`reconstruct`: one row per input
+picture is a grid (`render.grid_svg`, up to 8 to a row); a Drawings of Drawings (`reconstruct`: one row per input
 sketch) draws a row for each; `cols` lays a strip out in one row (`interpolation_strip`), and `given`
 (`complete`) draws every drawing's first `len(given)` points in black and the rest in red, as
 `render.completion_svg` does.  Slices keep the type; a Drawings pickles as a plain list.
@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from sketchvae import render
+
+ROW = 8  # cells per row at most when a flat Drawings lays itself out (wide rows suit a notebook)
 
 
 def _drawable(s) -> bool:
@@ -73,8 +75,7 @@ def _wrap(item):
 class Drawings(list):
     """A list of `Drawing` (or of `Drawings`, one per row) that draws itself as a grid in Jupyter.
 
-    cols: cells per row of the picture (None: a near-square grid; rows of a nested Drawings set their
-    own).  given: the stroke-3 prefix every drawing starts with (`complete`), drawn in another colour.
+    cols: cells per row of the picture (None: up to `ROW`; rows of a nested Drawings set their own).  given: the stroke-3 prefix every drawing starts with (`complete`), drawn in another colour.
     """
 
     def __init__(self, items=(), *, cols: int | None = None, given=None):
@@ -100,7 +101,7 @@ class Drawings(list):
             cells = [s for row in self for s in row]
             cols = widths.pop() if len(widths) == 1 else None
         else:
-            cells, cols = list(self), self.cols
+            cells, cols = list(self), self.cols or min(len(self), ROW)
         if not cells or not all(_drawable(s) for s in cells):
             return None
         given = self.given

@@ -14,7 +14,7 @@ import torch
 
 from sketchvae import render
 from sketchvae import sample as S
-from sketchvae.drawing import Drawing, Drawings
+from sketchvae.drawing import ROW, Drawing, Drawings
 from sketchvae.strokes import bounds, model_input, to_polylines, to_stroke5
 from serve_util import tiny_checkpoint
 
@@ -95,8 +95,10 @@ def test_what_is_not_a_drawing_shows_as_an_array(drawings):
 
 def test_grids_rows_strips_and_completions(vae, drawings):
     grid = drawings._repr_svg_()
-    assert grid == render.grid_svg([np.asarray(d) for d in drawings])
-    assert _cells(grid) == 5
+    assert grid == render.grid_svg([np.asarray(d) for d in drawings], cols=5)
+    assert _cells(grid) == 5 and _size(grid) == (5 * render.DEFAULT_CELL, render.DEFAULT_CELL)  # one row
+    many = Drawings(list(drawings) * 2)._repr_svg_()
+    assert _cells(many) == 10 and _size(many) == (ROW * render.DEFAULT_CELL, 2 * render.DEFAULT_CELL)
     recon = vae.reconstruct(drawings[:2], n=3, seed=0)
     svg = recon._repr_svg_()
     assert _cells(svg) == 6 and _size(svg) == (3 * render.DEFAULT_CELL, 2 * render.DEFAULT_CELL)  # a row per input
@@ -105,7 +107,7 @@ def test_grids_rows_strips_and_completions(vae, drawings):
     given = drawings[0][:4]
     ends = vae.complete(given, n=3, seed=0)
     svg = ends._repr_svg_()
-    assert svg == render.completion_svg(given, [np.asarray(e)[len(given):] for e in ends], show_given=False)
+    assert svg == render.completion_svg(given, [np.asarray(e)[len(given):] for e in ends], cols=3, show_given=False)
     assert _cells(svg) == 3 and 'class="stroke given"' in svg
     assert type(ends[1:]) is Drawings and ends[1:].given is ends.given  # slices keep the type and the prefix
 

@@ -108,17 +108,35 @@ def test_load_sheep_from_the_installed_package(installed):
     python, _, env, work, _ = installed
     code = ("import json, sketchvae\n"
             "from sketchvae import sample as sk\n"
-            "from sketchvae.checkpoint import shipped_checkpoints\n"
+            "from sketchvae.checkpoint import magenta_checkpoints_dir, shipped_checkpoints\n"
             "s = sk.load('sheep')\n"
             "d = sketchvae.load('multiclass').sample(2, classes='omniglot', seed=0, max_len=40)\n"
             "print(json.dumps({'module': sketchvae.__file__, 'path': str(s.path), 'mode': s.config.mode,\n"
-            "                  'names': sorted(shipped_checkpoints()), 'svg': d._repr_svg_()[:4]}))\n")
+            "                  'names': sorted(shipped_checkpoints()), 'svg': d._repr_svg_()[:4],\n"
+            "                  'magenta': str(magenta_checkpoints_dir())}))\n")
     out = json.loads(_run([python, "-c", code], cwd=work, env=env).stdout)
     venv = python.parent.parent.resolve()
     assert Path(out["module"]).resolve().is_relative_to(venv), f"imported {out['module']}, not the wheel's"
     assert Path(out["path"]).resolve().is_relative_to(venv) and PACKAGED in out["path"]
     assert out["mode"] == "vae" and out["svg"] == "<svg"
     assert set(out["names"]) == {p.stem for p in (ROOT / "checkpoints").glob("*.pt")}
+    assert Path(out["magenta"]) == Path(env["XDG_DATA_HOME"]) / "sketchvae" / "magenta"  # not into the package
+
+
+def test_magenta_models_go_to_a_user_folder_when_installed(monkeypatch, tmp_path):
+    from sketchvae import checkpoint as C
+
+    monkeypatch.delenv(C.MAGENTA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setattr(C, "shipped_checkpoints_dir", lambda: ROOT / "checkpoints")  # a source checkout
+    assert C.magenta_checkpoints_dir() == ROOT / "checkpoints" / "magenta"
+    monkeypatch.setattr(C, "shipped_checkpoints_dir", lambda: tmp_path / "site" / "sketchvae" / C.PACKAGED_DIR)
+    assert C.magenta_checkpoints_dir() == tmp_path / "home" / ".local" / "share" / "sketchvae" / "magenta"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert C.magenta_checkpoints_dir() == tmp_path / "xdg" / "sketchvae" / "magenta"
+    monkeypatch.setenv(C.MAGENTA_DIR_ENV, str(tmp_path / "mine"))
+    assert C.magenta_checkpoints_dir() == tmp_path / "mine"
 
 
 @pytest.mark.slow

@@ -10,15 +10,17 @@
 numpy functions, `sketchvae.strokes`, `sketchvae.render`, `torch.as_tensor`, the sampler's own inputs.
 Slicing keeps the type, and so does arithmetic while the result is still an (n, 3) array of numbers
 (`d * 2`, `np.cumsum(d, axis=0)`); other results (`d.sum()`, `d > 0`) are plain numpy.  Only a 2-d
-array with 3 columns and finite values draws itself; anything else shows as the plain array would.  A Drawing pickles as a plain
-`np.ndarray`, so saved drawings (`np.savez` of an object array, `pickle`) hold nothing but numpy
-arrays and the safe `.npz` reader (`sketchvae.data.formats`) loads them.
+array with 3 columns and finite values draws itself; anything else shows as the plain array would.
+A Drawing pickles as a plain `np.ndarray`, so saved drawings (`np.savez` of an object array,
+`pickle`) hold nothing but numpy arrays and the safe `.npz` reader (`sketchvae.data.formats`) loads
+them.
 
 `Drawings` is a `list` of them, what every sampling function of `sketchvae.sample` returns: its
-picture is a grid (`render.grid_svg`, up to 8 to a row); a Drawings of Drawings (`reconstruct`: one row per input
-sketch) draws a row for each; `cols` lays a strip out in one row (`interpolation_strip`), and `given`
-(`complete`) draws every drawing's first `len(given)` points in black and the rest in red, as
-`render.completion_svg` does.  Slices keep the type; a Drawings pickles as a plain list.
+picture is a grid (`render.grid_svg`, up to 8 to a row); a Drawings of Drawings (`reconstruct`: one
+row per input sketch) draws a row for each; `cols` lays a strip out in one row
+(`interpolation_strip`), and `given` (`complete`) draws every drawing's first `len(given)` points in
+black and the rest in red, as `render.completion_svg` does.  Slices keep the type; a Drawings
+pickles as a plain list.
 
 Not to be confused with `sketchvae.data.formats.Drawing`, one record of an `.ndjson` file.
 This module does not import torch.
@@ -75,7 +77,8 @@ def _wrap(item):
 class Drawings(list):
     """A list of `Drawing` (or of `Drawings`, one per row) that draws itself as a grid in Jupyter.
 
-    cols: cells per row of the picture (None: up to `ROW`; rows of a nested Drawings set their own).  given: the stroke-3 prefix every drawing starts with (`complete`), drawn in another colour.
+    cols: cells per row of the picture (None: up to `ROW`; rows of a nested Drawings set their own).
+    given: the stroke-3 prefix every drawing starts with (`complete`), drawn in another colour.
     """
 
     def __init__(self, items=(), *, cols: int | None = None, given=None):

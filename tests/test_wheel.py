@@ -4,8 +4,9 @@ shipped checkpoints and the page's static files inside the installed package.
 
 Nothing is downloaded: the wheel is built with this environment's setuptools (`--no-build-isolation
 --no-index`) and installed with `--no-deps`; the new environment reaches torch and the other
-dependencies through a `.pth` file naming this environment's site-packages, written after the install
-(so pip never sees them), and runs with PYTHONPATH unset, so that only the wheel's sketchvae is found.
+dependencies through a `.pth` file naming this environment's import folders (less any that holds a
+`sketchvae` package), written after the install (so pip never sees them), and runs with PYTHONPATH
+unset, so that only the wheel's sketchvae is found.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import os
 import re
 import shutil
 import signal
-import site
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.request
 import zipfile
@@ -75,20 +74,28 @@ def installed(tmp_path_factory):
     if not (ROOT / "checkpoints" / "sheep.pt").exists():
         pytest.skip("checkpoints/sheep.pt is missing from this checkout")
     tmp = tmp_path_factory.mktemp("wheel")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(OMP_NUM_THREADS="1", XDG_DATA_HOME=str(tmp / "xdg"), PYTHONNOUSERSITE="1")
     _copy_sources(tmp / "src")
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", tmp / "dist", tmp / "src"])
+          "-w", tmp / "dist", tmp / "src"], cwd=tmp, env=env)
     (wheel,) = (tmp / "dist").glob("sketchvae-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bindir / ("python.exe" if os.name == "nt" else "python")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel])
-    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])
-    (Path(purelib) / "_test_wheel_dependencies.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(OMP_NUM_THREADS="1", XDG_DATA_HOME=str(tmp / "xdg"), PYTHONNOUSERSITE="1")
+    # PYTHONPATH unset: pip must not see a sketchvae (or its .egg-info) of the checkout as installed already
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],
+         cwd=tmp, env=env)
+    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                   cwd=tmp, env=env).stdout.strip()
+    assert (Path(purelib) / "sketchvae" / "__init__.py").is_file(), "pip did not install the wheel"
+    # where this environment finds torch & co. (site-packages, and whatever a .pth or PYTHONPATH adds), but
+    # no folder holding a sketchvae package: the checkout, PYTHONPATH=. (an editable install's finder only
+    # runs from a .pth file in a site folder, and a folder named in a .pth file is not one)
+    ours = [p for p in sys.path if p and Path(p).is_dir() and not (Path(p) / "sketchvae").exists()]
+    (Path(purelib) / "_test_wheel_dependencies.pth").write_text("\n".join(dict.fromkeys(ours)) + "\n",
+                                                                encoding="utf-8")
     work = tmp / "elsewhere"
     work.mkdir()
     return python, bindir, env, work, wheel

@@ -58,6 +58,9 @@ class Drawing(np.ndarray):
         arr = arr.view(np.ndarray)
         return arr[()] if return_scalar else arr
 
+    def __iter__(self):
+        return iter(self.view(np.ndarray))  # rows (3,) are points, not drawings (and plain rows are faster)
+
     def __reduce__(self):
         return np.asarray(self).__reduce__()  # pickled as a plain array: loading needs no sketchvae class
 

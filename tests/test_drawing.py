@@ -124,6 +124,8 @@ def test_numpy_and_torch_take_drawings(drawings):
     np.testing.assert_array_equal(np.round(d).astype(np.int16), np.round(plain).astype(np.int16))
     assert torch.equal(torch.as_tensor(d), torch.from_numpy(plain))
     assert json.dumps(d.tolist()) == json.dumps(plain.tolist())
+    rows = list(d)
+    assert all(type(r) is np.ndarray for r in rows) and np.array_equal(np.stack(rows), plain)
 
 
 def test_the_package_takes_drawings(vae, drawings):

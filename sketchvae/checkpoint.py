@@ -43,10 +43,17 @@ _KIND_MODULES = {
 }
 
 
+PACKAGED_DIR = "shipped_checkpoints"  # installed (wheel, `pip install .`): pyproject maps checkpoints/ here
+
+
 def shipped_checkpoints_dir() -> Path:
-    """The repository's `checkpoints/` folder (the shipped models, and Magenta's converted ones under
-    `checkpoints/magenta/`), found from the package's own location so it works from any directory."""
-    return Path(__file__).resolve().parents[1] / "checkpoints"
+    """The folder of the shipped checkpoints, found from the package's own location so it works from any
+    directory: `sketchvae/shipped_checkpoints/` in an installed package (pyproject.toml installs the
+    repository's `checkpoints/*.pt` there as package data), else the repository's `checkpoints/`
+    (a source checkout, `pip install -e`)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / PACKAGED_DIR
+    return packaged if packaged.is_dir() else here.parent / "checkpoints"
 
 
 MAGENTA_DIR_ENV = "SKETCHVAE_MAGENTA_DIR"  # = sketchvae.interop.magenta.DIR_ENV
@@ -54,9 +61,17 @@ MAGENTA_DIR_ENV = "SKETCHVAE_MAGENTA_DIR"  # = sketchvae.interop.magenta.DIR_ENV
 
 def magenta_checkpoints_dir() -> Path:
     """Where Magenta's models are downloaded and converted (`sketchvae download --magenta`):
-    ``$SKETCHVAE_MAGENTA_DIR``, else the repository's `checkpoints/magenta/`."""
+    ``$SKETCHVAE_MAGENTA_DIR``; else, in a source checkout, the repository's `checkpoints/magenta/`;
+    else (an installed package, whose own folder may not be writable and goes with an uninstall)
+    ``$XDG_DATA_HOME/sketchvae/magenta`` (``~/.local/share/sketchvae/magenta``)."""
     env = os.environ.get(MAGENTA_DIR_ENV)
-    return Path(env) if env else shipped_checkpoints_dir() / "magenta"
+    if env:
+        return Path(env)
+    shipped = shipped_checkpoints_dir()
+    if shipped.name != PACKAGED_DIR:
+        return shipped / "magenta"
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "sketchvae" / "magenta"
 
 
 def shipped_checkpoints() -> dict[str, Path]:

@@ -11,7 +11,8 @@
 Every function takes the loaded `Sampler` (or a bare `SketchRNN`, then scale factor 1 and no class
 names).  Sketches go in and come out as stroke-3 arrays (n, 3) = (dx, dy, pen_lifted) in the
 ORIGINAL units of the data (offsets are divided by the checkpoint's `scale_factor` before the model
-sees them and multiplied by it afterwards); outputs are float32 and end with a pen lift.
+sees them and multiplied by it afterwards); outputs are float32 and end with a pen lift.  They come as
+`Drawings` (`sketchvae.drawing`): lists of `Drawing` arrays that draw themselves in Jupyter.
 
 Batched sampling
 ----------------
@@ -62,6 +63,7 @@ from torch import Tensor, nn
 
 from sketchvae.checkpoint import CheckpointError, build_model, load_checkpoint, resolve_checkpoint
 from sketchvae.distributions import TEMPERATURE_CONVENTIONS, check_convention, temperature_scales
+from sketchvae.drawing import Drawings
 from sketchvae.models.sketch_rnn import SketchRNN
 from sketchvae.strokes import model_input, to_stroke5
 
@@ -95,7 +97,7 @@ class Sampler:
     def device(self) -> torch.device:
         return self.model.output.weight.device
 
-    def sample(self, n: int, **kw) -> list[np.ndarray]:
+    def sample(self, n: int, **kw) -> Drawings:
         return sample(self, n, **kw)
 
     def encode(self, sketches, **kw):
@@ -106,6 +108,9 @@ class Sampler:
 
     def complete(self, partial, **kw):
         return complete(self, partial, **kw)
+
+    def interpolation_strip(self, a, b, **kw):
+        return interpolation_strip(self, a, b, **kw)
 
     def mean_latent(self, sketches, **kw):
         return mean_latent(self, sketches, **kw)
@@ -454,7 +459,7 @@ def _prepare_draws(model, n, temperature, z, classes, greedy, max_len, seed, con
 def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
            max_len: int | None = None, seed: int | None = None, device=None, *, chunk_size: int = DEFAULT_CHUNK,
            convention: str | None = None, progress: Callable[[int], None] | None = None,
-           noise: Tensor | None = None) -> list[np.ndarray]:
+           noise: Tensor | None = None) -> Drawings:
     """Draw `n` sketches (batched); returns n stroke-3 float32 arrays in original units.
 
     model: a `Sampler` from `load` (or a bare SketchRNN: scale factor 1).
@@ -500,12 +505,12 @@ def sample(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, gr
             rows, lengths = _run(model_, model_.start_tokens(b), state, z_c, lab_c, max_len, noise_fn,
                                  temperature, greedy, convention, progress)
         result.extend(_finish(rows, lengths, sampler.scale_factor))
-    return result
+    return Drawings(result)
 
 
 def sample_sequential(model, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
                       max_len: int | None = None, seed: int | None = None, *, convention: str | None = None,
-                      noise: Tensor | None = None) -> list[np.ndarray]:
+                      noise: Tensor | None = None) -> Drawings:
     """The one-at-a-time reference: sketch after sketch, batch size 1, as magenta's `sample()` and
     most ports do.  Same arguments and draws as `sample` (given the same `noise`, or the same seed
     for z), much slower for large n; used by the tests and `scripts/bench_sample.py`."""
@@ -539,7 +544,7 @@ def sample_sequential(model, n: int = 1, temperature: float = 0.4, z=None, class
                 rows[0, t, 2] = row[0, 3]
                 prev = row
         result.extend(_finish(rows.float().cpu().numpy(), np.array([length]), sampler.scale_factor))
-    return result
+    return Drawings(result)
 
 
 # ------------------------------------------------------------------------------------------ latent space
@@ -578,7 +583,7 @@ def mean_latent(model, sketches, classes=None) -> Tensor:
 
 def reconstruct(model, sketches, n: int = 1, temperature: float = 0.4, *, classes=None, greedy: bool = False,
                 posterior: str = "mean", seed: int | None = None, max_len: int | None = None,
-                convention: str | None = None, as_class=None) -> list[list[np.ndarray]]:
+                convention: str | None = None, as_class=None) -> Drawings:
     """Encode each sketch and decode it `n` times: a list (per input sketch) of n stroke-3 arrays.
 
     posterior: "mean" decodes z = mu (the variety of the n comes from the decoder's sampling);
@@ -610,12 +615,12 @@ def reconstruct(model, sketches, n: int = 1, temperature: float = 0.4, *, classe
         lab = None if labels is None else labels.repeat_interleave(n).tolist()
     flat = sample(sampler, len(sketches) * n, temperature, z=z, classes=lab, greedy=greedy, max_len=max_len,
                   seed=seed, convention=convention)
-    return [flat[i * n:(i + 1) * n] for i in range(len(sketches))]
+    return Drawings(flat[i * n:(i + 1) * n] for i in range(len(sketches)))  # a row per input sketch
 
 
 def analogy(model, a, b, c, n: int = 1, temperature: float = 0.4, *, classes=None, decode_class=None,
             greedy: bool = False, seed: int | None = None, max_len: int | None = None,
-            convention: str | None = None) -> list[np.ndarray]:
+            convention: str | None = None) -> Drawings:
     """Latent vector arithmetic (as in Ha & Eck 2017's analogy figures): decode z = z_a - z_b + z_c `n` times.
 
     a, b, c: stroke-3 sketches (original units); z_x is the posterior mean of x, so "a is to b as
@@ -672,7 +677,7 @@ def interpolate(z_a, z_b, steps: int = 10, method: str = "slerp") -> Tensor:
 
 def interpolation_strip(model, a, b, steps: int = 10, temperature: float = 0.4, *, method: str = "slerp",
                         classes=None, greedy: bool = False, seed: int | None = None, max_len: int | None = None,
-                        convention: str | None = None) -> list[np.ndarray]:
+                        convention: str | None = None) -> Drawings:
     """`steps` sketches decoded along the path (`interpolate`) between the posterior means of the
     stroke-3 sketches a and b, with the same random draws at every step, so that only z changes along
     the strip.  classes ("class_vae"): (class of a, class of b); the first half of the strip is
@@ -684,14 +689,15 @@ def interpolation_strip(model, a, b, steps: int = 10, temperature: float = 0.4, 
     gen = _generator(seed, torch.device("cpu"))
     one = torch.cat([torch.rand(length, 1, 2, generator=gen), torch.randn(length, 1, 2, generator=gen)], -1)
     halves = None if classes is None else [classes[0] if k < steps / 2 else classes[1] for k in range(steps)]
-    return sample(sampler, steps, temperature, z=zs, classes=halves, greedy=greedy, max_len=length,
-                  noise=one.expand(length, steps, 4), convention=convention)
+    strip = sample(sampler, steps, temperature, z=zs, classes=halves, greedy=greedy, max_len=length,
+                   noise=one.expand(length, steps, 4), convention=convention)
+    return Drawings(strip, cols=steps)  # drawn as one row
 
 
 # ------------------------------------------------------------------------------------------ completion
 def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None, greedy: bool = False,
              z_source: str = "encode", seed: int | None = None, max_len: int | None = None,
-             convention: str | None = None) -> list[np.ndarray]:
+             convention: str | None = None) -> Drawings:
     """Continue a partial sketch `n` ways: n stroke-3 arrays, each the partial sketch (copied exactly)
     followed by a sampled continuation (`result[i][len(partial):]`, offsets from its last point).
 
@@ -744,7 +750,7 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
         full = np.concatenate([partial, tail]).astype(np.float32)
         full[-1, 2] = 1.0
         out.append(full)
-    return out
+    return Drawings(out, given=partial)
 
 
 __all__ = ["Sampler", "load", "sampler_from_checkpoint", "sample", "sample_sequential", "draw", "encode",

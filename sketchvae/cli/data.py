@@ -83,7 +83,8 @@ def _check_classes(names) -> list[str]:
               "instead of data, and convert each to a checkpoint NAME.pt for sample / complete.")
 @click.option("--models-dir", default=None, type=click.Path(file_okay=False),
               help="With --magenta: folder for NAME.gen.json and NAME.pt  [default: $SKETCHVAE_MAGENTA_DIR, else "
-                   "checkpoints/magenta/ in the repository]")
+                   "checkpoints/magenta/ in the repository, or ~/.local/share/sketchvae/magenta/ when sketchvae "
+                   "is installed from a wheel]")
 def download(classes, data_dir, ndjson, no_npz, base_url, force, retries, timeout, list_classes, progress, magenta,
              models_dir):
     """Download Quick, Draw! classes (official Sketch-RNN .npz files), or with --magenta Magenta's models.

@@ -422,8 +422,9 @@ def model_url(name: str, base: str | None = None) -> str:
 
 
 def default_dir() -> Path:
-    """Where downloaded models go: ``$SKETCHVAE_MAGENTA_DIR``, else the repository's `checkpoints/magenta/`
-    (the folder where `sample magenta/NAME`, `load("magenta/NAME")` and `serve` find them)."""
+    """Where downloaded models go: `sketchvae.checkpoint.magenta_checkpoints_dir()` (``$SKETCHVAE_MAGENTA_DIR``,
+    else the repository's `checkpoints/magenta/`, or a user folder for an installed package): the folder
+    where `sample magenta/NAME`, `load("magenta/NAME")` and `serve` find them."""
     from sketchvae.checkpoint import magenta_checkpoints_dir
 
     return magenta_checkpoints_dir()

@@ -256,6 +256,7 @@
     if (model.mode === "decoder") {
       return { bias: model.dec.bias, c: new Float64Array(model.H), h: new Float64Array(model.H) };
     }
+    if (!z || z.length !== model.Z) throw new Error(`model ${model.name} (mode ${model.mode}) needs z of size ${model.Z}`);
     const H = model.H;
     const bias = Float64Array.from(model.dec.bias);  // the gen part: z = 0 (and class gen.class)
     addVecMat(bias, z, model.zK, 4 * H);

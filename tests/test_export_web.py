@@ -33,6 +33,7 @@ from sketchvae.distributions import tempered
 from sketchvae.interop import magenta as M
 from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
 from sketchvae.sample import draw, encode, load
+from sketchvae.serve import engine
 from sketchvae.serve.export import MARKER, export_web, page_html
 from serve_util import CLASSES, tiny_checkpoint
 
@@ -458,20 +459,28 @@ def test_exported_page_from_disk_finishes_drawings(site):
             points = _endings(page)
             assert sum(n > 0 for n in points) >= 5, points
             assert "endings in" in page.locator("#status").inner_text()
-            shot = ROOT / "checkpoints" / "samples" / "export_web.png"
-            page.screenshot(path=str(shot))
 
-            # keep one: the model's strokes join the drawing
-            pick = next(k for k, n in enumerate(points) if n > 0)
-            page.locator("#suggestions .tile").nth(pick).click()
-            assert "Kept" in page.locator("#suggestions").inner_text()
+            # the page's drawing reaches the model as engine.page_to_model makes it (RDP, scaling)
+            rows = page.evaluate("""() => { const rows = []; let x = 0, y = 0;
+                for (const [k, p] of [[0, [[10, 10], [40, 12], [41, 13], [80, 60]]], [1, [[90, 90], [95, 120]]]]) {
+                  p.forEach(([px, py], i) => { rows.push([px - x, py - y, i === p.length - 1 ? 1 : 0]); x = px; y = py; });
+                } return rows; }""")
+            got = page.evaluate("(rows) => SketchvaeInPage.pageToModel(rows, 0.5)", rows)
+            want, _ = engine.page_to_model(np.array(rows, dtype=np.float64), 0.5)
+            assert np.allclose(np.array(got), want, atol=1e-5)
 
-            # interpolation between two random sheep (vae: encoder + z in the page)
+            # interpolation between a random sheep and the drawing (vae: encoder + z in the page)
             page.locator("[data-slot=a][data-from=random]").click()
             page.locator("#slot-a:not([data-points='0'])").wait_for(timeout=60000)
             page.locator("[data-slot=b][data-from=canvas]").click()
             page.locator("#interpolate").click()
             page.locator("#strip .tile[data-done=true]").nth(7).wait_for(timeout=120000)
+            page.screenshot(path=str(ROOT / "checkpoints" / "samples" / "export_web.png"), full_page=True)
+
+            # keep one: the model's strokes join the drawing
+            pick = next(k for k, n in enumerate(points) if n > 0)
+            page.locator("#suggestions .tile").nth(pick).click()
+            assert "Kept" in page.locator("#suggestions").inner_text()
 
             # a class of the class_vae model, from nothing
             page.select_option("#model", "multiclass")
@@ -494,8 +503,11 @@ def test_exported_page_from_disk_finishes_drawings(site):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt-get install -y chromium)")
 def test_exported_page_on_a_plain_static_server(site):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site.out_dir))
-    handler.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site.out_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

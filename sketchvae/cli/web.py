@@ -25,9 +25,9 @@ def export_web(models, out_dir):
     models/NAME.js (the same model for a page opened from disk, where fetch() is not allowed).
     Open index.html from disk, or copy the folder to any static host (GitHub Pages, a course page).
 
-    MODELS are Sketch-RNN checkpoints (plain LSTM cells) or folders of them, as for `sketchvae
-    serve`; without MODELS, the shipped ones (sheep, multiclass, and Magenta's under
-    checkpoints/magenta/).  A Magenta .gen.json model: convert it first (`sketchvae convert`).
+    MODELS are Sketch-RNN checkpoints (plain LSTM cells), folders of them or shipped names
+    (sheep, multiclass, magenta/NAME); without MODELS, all the shipped ones.  A Magenta .gen.json
+    model: convert it first (`sketchvae convert`).
 
     \b
     Examples:

@@ -84,12 +84,15 @@ def _checkpoint_of(model: engine.ServedModel) -> dict:
 
 def export_web(paths, out_dir, *, device="cpu") -> ExportResult:
     """Write the static page for the Sketch-RNN checkpoints among `paths` (files or folders, as
-    `sketchvae serve` takes them; none: the shipped ones) into `out_dir` (created; files of the same
+    `sketchvae serve` takes them, or shipped names; none: the shipped ones) into `out_dir` (created; files of the same
     names are replaced).  ValueError (naming the file) for a checkpoint the page cannot run (e.g. a
     layer-norm LSTM); `magenta.MagentaFormatError` is a ValueError."""
+    from sketchvae.checkpoint import resolve_checkpoint
     from sketchvae.interop import magenta as M
 
-    models, notes = engine.discover(list(paths), device=device, warm=False)
+    # a shipped name ("sheep", "magenta/bird") where no such file or folder exists, as other commands take it
+    paths = [p if Path(p).exists() else resolve_checkpoint(p) for p in paths]
+    models, notes = engine.discover(paths, device=device, warm=False)
     out = Path(out_dir)
     # everything is converted before anything is written: a model that cannot be exported leaves no half folder
     prepared = []

@@ -120,20 +120,45 @@
     return out;
   }
 
-  // TensorFlow's basic LSTM cell: g = x @ inK + h @ recK + bias, blocks (i, j, f, o).
-  // `bias` may be a per-sketch bias (z and class folded in).  Returns the new [c, h].
-  function lstmStep(cell, x, c, h, bias) {
-    const H = cell.H;
-    const g = Float64Array.from(bias || cell.bias);
-    addVecMat(g, x, cell.inK, 4 * H);
-    addVecMat(g, h, cell.recK, 4 * H);
-    const c1 = new Float64Array(H);
-    const h1 = new Float64Array(H);
-    for (let k = 0; k < H; k++) {
-      c1[k] = c[k] * sigmoid(g[2 * H + k] + FORGET_BIAS) + sigmoid(g[k]) * Math.tanh(g[H + k]);
-      h1[k] = Math.tanh(c1[k]) * sigmoid(g[3 * H + k]);
+  // outs[b] (n) += xs[b] (k) @ K (k, n) for every b: each row of K is read once for the whole batch
+  // (the kernels do not fit in the CPU's caches; the rows do).  Same sums in the same order as addVecMat.
+  function addBatchMat(outs, xs, K, n) {
+    const k = xs.length ? xs[0].length : 0;
+    for (let i = 0; i < k; i++) {
+      const row = i * n;
+      for (let b = 0; b < xs.length; b++) {
+        const xi = xs[b][i];
+        if (xi === 0) continue;
+        const out = outs[b];
+        for (let j = 0; j < n; j++) out[j] += xi * K[row + j];
+      }
     }
-    return [c1, h1];
+  }
+
+  // TensorFlow's basic LSTM cell for a batch: g = x @ inK + h @ recK + bias, blocks (i, j, f, o).
+  // states: [{c, h, bias}] (bias: the sketch's own, z and class folded in; default the cell's);
+  // xs: one input row each.  Returns the new states.
+  function lstmBatch(cell, states, xs) {
+    const H = cell.H;
+    const gates = states.map((st) => Float64Array.from(st.bias || cell.bias));
+    addBatchMat(gates, xs, cell.inK, 4 * H);
+    addBatchMat(gates, states.map((st) => st.h), cell.recK, 4 * H);
+    return states.map((st, b) => {
+      const g = gates[b];
+      const c1 = new Float64Array(H);
+      const h1 = new Float64Array(H);
+      for (let k = 0; k < H; k++) {
+        c1[k] = st.c[k] * sigmoid(g[2 * H + k] + FORGET_BIAS) + sigmoid(g[k]) * Math.tanh(g[H + k]);
+        h1[k] = Math.tanh(c1[k]) * sigmoid(g[3 * H + k]);
+      }
+      return { bias: st.bias, c: c1, h: h1 };
+    });
+  }
+
+  // one sketch, one step: the new [c, h]
+  function lstmStep(cell, x, c, h, bias) {
+    const [st] = lstmBatch(cell, [{ c, h, bias }], [x]);
+    return [st.c, st.h];
   }
 
   function softmax(logits, t) {
@@ -271,12 +296,13 @@
     return { bias, h: init.slice(0, H), c: init.slice(H) };  // [h0; c0] = tanh(W [z; e] + b)
   }
 
-  // Feed stroke-5 rows (normalised) to a decoder state; returns the new state.
-  function feed(model, state, rows) {
-    let { c, h } = state;
-    for (const x of rows) [c, h] = lstmStep(model.dec, x, c, h, state.bias);
-    return { bias: state.bias, c, h };
+  // Feed stroke-5 rows (normalised) to decoder states, the same rows to each; returns the new states.
+  function feedAll(model, states, rows) {
+    for (const x of rows) states = lstmBatch(model.dec, states, states.map(() => x));
+    return states;
   }
+
+  const feed = (model, state, rows) => feedAll(model, [state], rows)[0];
 
   // q(z | sketch[, class]): {mu, sigma} (Z each) of a stroke-3 sketch in data units (sample.py encode)
   function encode(model, s3, cls) {
@@ -310,11 +336,10 @@
       if (yieldEvery && t % yieldEvery === yieldEvery - 1) await tick();
       if (opts.signal && opts.signal.aborted) throw new DOMException("aborted", "AbortError");
       const draws = noise(t);
+      lstmBatch(model.dec, alive.map((i) => states[i]), alive.map((i) => prevs[i])).forEach((st, a) => { states[alive[a]] = st; });
       for (let a = alive.length - 1; a >= 0; a--) {
         const i = alive[a];
-        const st = feed(model, states[i], [prevs[i]]);
-        states[i] = st;
-        const row = draw(pdf(model, st.h, temperature, opts.convention), draws[i]);
+        const row = draw(pdf(model, states[i].h, temperature, opts.convention), draws[i]);
         if (row[4] === 1) { alive.splice(a, 1); continue; }
         out[i].push([row[0] * model.scale, row[1] * model.scale, row[3]]);
         prevs[i] = row;
@@ -353,13 +378,13 @@
     const post = model.mode === "decoder" ? null : encode(model, partial, cls);
     const rows = toInput(model, partial);
     rows[rows.length - 1][2] = 0; rows[rows.length - 1][3] = 1;
-    const states = [];
-    const prevs = [];
+    const starts = [];
     for (let i = 0; i < n; i++) {
       const z = post ? post.mu.map((m, k) => m + post.sigma[k] * gen.normal()) : null;
-      states.push(feed(model, decoderFor(model, z, cls), [START].concat(rows.slice(0, -1))));
-      prevs.push(rows[rows.length - 1].slice());
+      starts.push(decoderFor(model, z, cls));
     }
+    const states = feedAll(model, starts, [START].concat(rows.slice(0, -1)));  // teacher forcing
+    const prevs = states.map(() => rows[rows.length - 1].slice());
     return run(model, states, prevs, maxLen - partial.length, tau, independent(gen, n), opts);
   }
 
@@ -385,7 +410,7 @@
   }
 
   return {
-    parseModel, lstmStep, pdf, draw, rng, encode, decoderFor, feed, toInput, sample, complete, interpolate, slerp,
+    parseModel, lstmStep, lstmBatch, pdf, draw, rng, encode, decoderFor, feed, toInput, sample, complete, interpolate, slerp,
     temperatureScales, START,
   };
 });

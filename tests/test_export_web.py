@@ -36,6 +36,8 @@ from sketchvae.sample import draw, encode, load
 from sketchvae.serve import engine
 from sketchvae.serve.export import MARKER, export_web, page_html
 from serve_util import CLASSES, tiny_checkpoint
+from test_magenta_js import TAUS, differences, strokes  # the same fixed strokes, temperatures and measure
+from test_serve_browser import ARGS, _stroke
 
 ROOT = Path(__file__).resolve().parents[1]
 JS = ROOT / "tests" / "js"
@@ -43,8 +45,6 @@ MAGENTA_JS = JS / "node_modules" / "@magenta" / "sketch" / "es5" / "sketch_rnn" 
 MAGENTA_DIR = ROOT.parent / "shared" / "data" / "magenta_models"
 MAGENTA_NAMES = ("sheep", "bird", "bicycle", "rabbit", "dog")
 CHROMIUM = Path("/usr/bin/chromium")
-TAUS = (1.0, 0.25, 0.7)
-FIELDS = ("pi", "muX", "muY", "sigmaX", "sigmaY", "corr", "pen")
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (runs the page's decoder)")
 needs_magenta_js = pytest.mark.skipif(not MAGENTA_JS.exists(), reason="@magenta/sketch 0.2.0 is not installed in "
@@ -54,16 +54,6 @@ MEASURED: dict[str, float] = {}  # largest differences, printed with -s
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def strokes(scale: float, n: int = 40, seed: int = 0) -> np.ndarray:
-    """A fixed stroke-5 sequence in data units: integer offsets ~ scale * N(0, 1), pen mostly down."""
-    rng = np.random.default_rng(seed)
-    s = np.zeros((n, 5))
-    s[:, 0:2] = np.round(rng.normal(0.0, 1.0, (n, 2)) * scale)
-    up = rng.random(n) < 0.2
-    s[:, 2], s[:, 3] = ~up, up
-    return s
-
-
 def node(script: str, model: Path, inp: dict, tmp_path: Path) -> dict:
     (tmp_path / "in.json").write_text(json.dumps(inp))
     proc = subprocess.run(["node", str(JS / script), str(model), str(tmp_path / "in.json"), str(tmp_path / "out.json")],
@@ -96,19 +86,6 @@ def torch_steps(sampler, seq, convention, z=None, label=None, noise=None) -> lis
                 step["row"] = row[0].double().numpy()
             steps[t].append(step)
     return steps
-
-
-def differences(js, py, keys=FIELDS) -> dict[str, float]:
-    """Largest |js - torch| per field over all steps and temperatures (sigma: relative)."""
-    assert len(js) == len(py)
-    worst: dict[str, float] = {}
-    for a, b in zip(js, py):
-        for k in range(len(TAUS)):
-            for key in keys:
-                got, want = np.asarray(a[k][key], dtype=np.float64), b[k][key]
-                diff = np.abs(got - want) / (want if key.startswith("sigma") else 1.0)
-                worst[key] = max(worst.get(key, 0.0), float(diff.max()))
-    return worst
 
 
 def snapped(path: Path, dst: Path) -> Path:
@@ -408,15 +385,6 @@ def _browser_models(tmp_path: Path) -> list[Path]:
     return models
 
 
-def _stroke(page, box, points):
-    s = box["width"] / 480
-    page.mouse.move(box["x"] + points[0][0] * s, box["y"] + points[0][1] * s)
-    page.mouse.down()
-    for x, y in points[1:]:
-        page.mouse.move(box["x"] + x * s, box["y"] + y * s, steps=2)
-    page.mouse.up()
-
-
 BACK = [(160 + 120 * math.cos(t) + 7 * math.sin(7 * t), 250 - 90 * math.sin(t)) for t in np.linspace(0, math.pi, 24)]
 HEAD = [(70 + 30 * math.cos(t), 230 + 26 * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 14)]
 
@@ -428,8 +396,6 @@ def site(tmp_path_factory):
 
 
 def _open(p, url, problems):
-    from test_serve_browser import ARGS
-
     browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")

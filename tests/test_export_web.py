@@ -19,6 +19,7 @@ import functools
 import http.server
 import json
 import math
+import os
 import shutil
 import subprocess
 import threading
@@ -416,7 +417,7 @@ def _endings(page, count=6):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-def test_exported_page_from_disk_finishes_drawings(site):
+def test_exported_page_from_disk_finishes_drawings(site, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     problems: list[str] = []
     with sync_api.sync_playwright() as p:
@@ -447,7 +448,9 @@ def test_exported_page_from_disk_finishes_drawings(site):
             page.locator("[data-slot=b][data-from=canvas]").click()
             page.locator("#interpolate").click()
             page.locator("#strip .tile[data-done=true]").nth(7).wait_for(timeout=120000)
-            page.screenshot(path=str(ROOT / "checkpoints" / "samples" / "export_web.png"), full_page=True)
+            # the README's picture: SKETCHVAE_SCREENSHOT_DIR=checkpoints/samples pytest tests/test_export_web.py -k disk
+            shots = Path(os.environ.get("SKETCHVAE_SCREENSHOT_DIR", tmp_path))
+            page.screenshot(path=str(shots / "export_web.png"), full_page=True)
 
             # keep one: the model's strokes join the drawing
             pick = next(k for k, n in enumerate(points) if n > 0)

@@ -38,7 +38,6 @@ from sketchvae.serve import engine
 from sketchvae.serve.export import MARKER, export_web, page_html
 from serve_util import CLASSES, tiny_checkpoint
 from test_magenta_js import TAUS, differences, strokes  # the same fixed strokes, temperatures and measure
-from test_serve_browser import ARGS, _stroke
 
 ROOT = Path(__file__).resolve().parents[1]
 JS = ROOT / "tests" / "js"
@@ -396,8 +395,17 @@ def site(tmp_path_factory):
     return export_web(_browser_models(tmp), tmp / "site")
 
 
+def _browser_helpers():
+    """test_serve_browser's Chromium flags and mouse stroke (imported here: that module skips itself
+    without starlette or playwright, which the Node tests above do not need)."""
+    from test_serve_browser import ARGS, _stroke
+
+    return ARGS, _stroke
+
+
 def _open(p, url, problems):
-    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    args, _ = _browser_helpers()
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
             else None)
@@ -419,6 +427,7 @@ def _endings(page, count=6):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt-get install -y chromium)")
 def test_exported_page_from_disk_finishes_drawings(site, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    _, _stroke = _browser_helpers()
     problems: list[str] = []
     with sync_api.sync_playwright() as p:
         browser, page = _open(p, site.index.as_uri() + "?seed=1", problems)

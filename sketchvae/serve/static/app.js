@@ -231,12 +231,7 @@
       return { ok: response.ok, status: response.status, statusText: response.statusText, data };
     },
   };
-  const inPage = window.SketchvaeInPage ? {
-    inPage: true,
-    models: async () => window.SketchvaeInPage.models(),
-    request: (path, body, signal) => window.SketchvaeInPage.request(path, body, signal),
-  } : null;
-  const backend = inPage || server;
+  const backend = window.SketchvaeInPage || server;  // inpage.js's adapter has the same two methods
 
   async function post(channel, path, body) {
     // one request per channel: a newer one cancels the older; answers to stale requests are dropped

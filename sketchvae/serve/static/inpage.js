@@ -149,7 +149,8 @@
 
   // The adapter app.js calls: models() and request(path, body, signal) -> {ok, status, data}
   window.SketchvaeInPage = {
-    models: () => registered.map((m) => ({ name: m.name, mode: m.mode, classes: m.classes.slice() })),
+    inPage: true,
+    models: async () => registered.map((m) => ({ name: m.name, mode: m.mode, classes: m.classes.slice() })),
     async request(path, body, signal) {
       const handler = endpoints[path];
       if (!handler) return { ok: false, status: 404, data: { error: `path: no such endpoint ${path}`, field: "path" } };

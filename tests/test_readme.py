@@ -19,7 +19,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def _commands_in_readme() -> set[tuple[str, ...]]:
     found = set()
-    for m in re.finditer(r"`sketchvae ((?:mnist )?[a-z]+)", README):
+    for m in re.finditer(r"`sketchvae ((?:mnist )?[a-z][a-z-]*)", README):
         found.add(tuple(m.group(1).split()))
     for m in re.finditer(r"`mnist ([a-z]+)", README):
         found.add(("mnist", m.group(1)))

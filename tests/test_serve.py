@@ -196,8 +196,10 @@ def test_page_and_static_files(client):
     r = client.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "default-src 'self'" in r.headers["content-security-policy"]
-    for src in re.findall(r'(?:src|href)="(/static/[^"]+)"', r.text):
-        f = client.get(src)
+    sources = re.findall(r'(?:src|href)="(static/[^"]+)"', r.text)  # relative: export-web's page is the same file
+    assert "static/app.js" in sources
+    for src in sources:
+        f = client.get("/" + src)
         assert f.status_code == 200, src
     assert client.get("/static/app.js").headers["content-type"].split(";")[0] in ("text/javascript",
                                                                                  "application/javascript")

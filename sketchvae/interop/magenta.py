@@ -50,6 +50,42 @@ gives the same weight strings bit for bit (tested).  For our own trained models 
 is `bias_ih + bias_hh - 1.0` on the forget block, and every weight is rounded to the int16 grid
 (error <= 1.5e-4), which is all the format can hold.
 
+The sketchvae extension (format 1): `vae` and `class_vae` models in a `.gen.json`
+----------------------------------------------------------------------------------------
+magenta-js runs decoder-only models; sketchvae's own page decoder (`sketchvae/serve/static/sketchrnn.js`,
+written by `sketchvae export-web`) also runs the encoder, the latent z and the class labels.  Such a
+file is still `[info, weight_dims, weight_strings]` with the same int16 quantisation, and adds:
+
+* `info["sketchvae"]`: `{"format": 1, "mode": "decoder" | "vae" | "class_vae", "cell": "lstm",
+  "num_mixture": M, "z_size": Z, "enc_rnn_size": He, "class_embed_size": E, "classes": [names],
+  "convention": "paper" | "magenta" | "magenta-js", "gen": {"z": "zeros", "class": name or null},
+  "arrays": [names of the arrays after the first five]}`.  `format` is the version of this extension
+  (a reader refuses a format it does not know); `convention` is the temperature convention the model's
+  temperatures mean (`sketchvae.distributions`).  Every export by sketchvae carries the key (decoder
+  models with `"arrays": []`); files without it are Magenta's own (convention "magenta-js").
+* after the five arrays, in the order `arrays` lists them (`EXTENSION_ARRAYS`; E = 0 and no class
+  arrays for `vae`; LSTM kernels in TensorFlow's layout and gate order (i, j, f, o), biases with the
+  forget bias 1.0 taken out, exactly as the five):
+
+      decoder z kernel           [Z, 4H]     the decoder input rows for z
+      decoder class kernel       [E, 4H]     ... for the class embedding e(y)        (class_vae)
+      class embedding            [C, E]      e(y) for the C classes, in `classes` order (class_vae)
+      initial state kernel       [Z + E, 2H] [h0; c0] = tanh([z; e(y)] @ kernel + bias) (eq. 4)
+      initial state bias         [2H]
+      gen initial state          [2, H]      rows c0, h0 (magenta-js's {c, h}) at z = 0 (and class gen.class)
+      encoder forward input kernel [5 + E, 4He], encoder forward recurrent kernel [He, 4He],
+      encoder forward bias [4He], the same three for "encoder backward"
+      mu kernel [2He, Z], mu bias [Z], presig kernel [2He, Z], presig bias [Z]
+
+  The encoder reads the sketch's stroke-5 rows (offsets / scale_factor, each row followed by e(y)),
+  forwards and backwards from the zero state; [h_fw; h_bw] gives mu and presig = log sigma^2.
+* The five magenta-js arrays hold the decoder at z = 0, the prior's mean (and, for class_vae, with
+  class `gen.class`'s embedding folded into the LSTM bias): the input kernel is the stroke-5 rows of
+  the decoder's input kernel.  So magenta-js loads every exported file and, started from
+  `gen initial state` instead of its zero state, draws what the model draws at z = 0 (tested with
+  @magenta/sketch in Node).  The page adds `z @ decoder z kernel` and, for class y,
+  `(e(y) - e(gen.class)) @ decoder class kernel` to the bias, and starts from the initial state of z.
+
 A converted checkpoint keeps `scale_factor` (so samples come out in Quick, Draw! units like every
 other checkpoint), `max_seq_len` (the config's, the sampler's default length), the name (as its
 one class name and in `extra["magenta"]`), the whole `info` object (`extra["magenta"]["info"]`, so
@@ -83,6 +119,18 @@ FORGET_BIAS = 1.0  # tf.basicLSTMCell's forget bias, as magenta-js passes it
 MAGENTA_JS_MIXTURES = 20  # @magenta/sketch 0.2.0 hard-codes NMIXTURE = 20
 CONVENTION = "magenta-js"  # the temperature convention stored in converted checkpoints
 WEIGHT_NAMES = ("output kernel", "output bias", "LSTM input kernel", "LSTM recurrent kernel", "LSTM bias")
+EXTENSION_KEY = "sketchvae"  # info[EXTENSION_KEY]: the sketchvae extension (module docstring)
+EXTENSION_FORMAT = 1  # its version; a reader refuses others
+ENCODER_ARRAYS = tuple(f"encoder {d} {w}" for d in ("forward", "backward")
+                       for w in ("input kernel", "recurrent kernel", "bias"))
+EXTENSION_ARRAYS = {  # the arrays after the five, per mode, in file order
+    "decoder": (),
+    "vae": ("decoder z kernel", "initial state kernel", "initial state bias", "gen initial state")
+           + ENCODER_ARRAYS + ("mu kernel", "mu bias", "presig kernel", "presig bias"),
+    "class_vae": ("decoder z kernel", "decoder class kernel", "class embedding", "initial state kernel",
+                  "initial state bias", "gen initial state")
+                 + ENCODER_ARRAYS + ("mu kernel", "mu bias", "presig kernel", "presig bias"),
+}
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw-models/sketchRNN/large_models"
 BASE_URL_ENV = "SKETCHVAE_MAGENTA_URL"
@@ -115,8 +163,8 @@ class MagentaFormatError(ValueError):
 # ------------------------------------------------------------------------------------------ the file
 @dataclass
 class GenJson:
-    """A parsed `.gen.json`: `info` (dict, key order kept), `dims` (five shapes) and `weights` (five
-    int16 arrays of those shapes: the exact file content)."""
+    """A parsed `.gen.json`: `info` (dict, key order kept), `dims` (five shapes, more with the
+    sketchvae extension) and `weights` (int16 arrays of those shapes: the exact file content)."""
 
     info: dict
     dims: list[list[int]]
@@ -200,33 +248,89 @@ def parse_gen_json(obj: Any, where="<.gen.json>") -> GenJson:
         _fail(where, f"info max_seq_len={info['max_seq_len']!r} must be an integer >= 1")
     if "name" in info and not isinstance(info["name"], str):
         _fail(where, f"info name={info['name']!r} must be a string")
-    if (not isinstance(dims, list) or len(dims) != 5
+    ext = _extension_header(info, where)
+    names = WEIGHT_NAMES + (tuple(ext["arrays"]) if ext else ())
+    if (not isinstance(dims, list) or len(dims) != len(names)
             or not all(isinstance(d, list) and d and all(_is_int(v) and v > 0 for v in d) for d in dims)):
-        _fail(where, f"weight_dims (item 1) must be five lists of positive integers ({', '.join(WEIGHT_NAMES)}), "
-                     f"got {json.dumps(dims)[:200]}")
+        _fail(where, f"weight_dims (item 1) must be {len(names)} lists of positive integers "
+                     f"({', '.join(names)}), got {json.dumps(dims)[:200]}")
     if len(dims[0]) != 2 or len(dims[1]) != 1:
         _fail(where, f"weight_dims {dims}: the output kernel must be [H, 3 + 6M] and its bias [3 + 6M]")
     hidden, out = dims[0]
     if out < 9 or (out - 3) % 6:
         _fail(where, f"weight_dims {dims}: output width {out} is not 3 + 6M (3 pen logits, 6 per component)")
     want = _expected_dims(hidden, (out - 3) // 6)
-    if dims != want:
-        _fail(where, f"weight_dims {dims} do not fit together: with {hidden} LSTM units and {(out - 3) // 6} "
+    if dims[:5] != want:
+        _fail(where, f"weight_dims {dims[:5]} do not fit together: with {hidden} LSTM units and {(out - 3) // 6} "
                      f"mixture components they must be {want}")
-    if not isinstance(strings, list) or len(strings) != 5 or not all(isinstance(s, str) for s in strings):
-        _fail(where, "weight_strings (item 2) must be a list of five base64 strings")
+    if ext:
+        want_ext = _extension_dims(hidden, ext)
+        for k, (name, got) in enumerate(zip(ext["arrays"], dims[5:]), start=5):
+            if got != want_ext[name]:
+                _fail(where, f"weight_dims[{k}] ({name}) is {got}; the {EXTENSION_KEY} header says {want_ext[name]}")
+    if (not isinstance(strings, list) or len(strings) != len(names)
+            or not all(isinstance(s, str) for s in strings)):
+        _fail(where, f"weight_strings (item 2) must be a list of {len(names)} base64 strings")
     weights = []
     for k, (s, shape) in enumerate(zip(strings, dims)):
         try:
             raw = base64.b64decode(s, validate=True)
         except (binascii.Error, ValueError) as err:
-            _fail(where, f"weight {k} ({WEIGHT_NAMES[k]}) is not valid base64 ({err})")
+            _fail(where, f"weight {k} ({names[k]}) is not valid base64 ({err})")
         count = int(np.prod(shape))
         if len(raw) != 2 * count:
-            _fail(where, f"weight {k} ({WEIGHT_NAMES[k]}) holds {len(raw)} bytes ({len(raw) / 2:g} int16 values) "
+            _fail(where, f"weight {k} ({names[k]}) holds {len(raw)} bytes ({len(raw) / 2:g} int16 values) "
                          f"but its dims {shape} need {count} values ({2 * count} bytes)")
         weights.append(np.frombuffer(raw, dtype="<i2").astype(np.int16).reshape(shape))
     return GenJson(dict(info), [list(d) for d in dims], weights)
+
+
+def _extension_header(info: dict, where) -> dict | None:
+    """info["sketchvae"] checked (module docstring), or None for a file without the extension."""
+    ext = info.get(EXTENSION_KEY)
+    if ext is None:
+        return None
+    if not isinstance(ext, dict):
+        _fail(where, f"info[{EXTENSION_KEY!r}] must be a JSON object, got {type(ext).__name__}")
+    fmt = ext.get("format")
+    if fmt != EXTENSION_FORMAT or isinstance(fmt, bool):
+        _fail(where, f"info[{EXTENSION_KEY!r}] format {fmt!r} is unknown; this sketchvae reads format "
+                     f"{EXTENSION_FORMAT} (export the model again with this version)")
+    mode = ext.get("mode")
+    if mode not in EXTENSION_ARRAYS:
+        _fail(where, f"info[{EXTENSION_KEY!r}] mode {mode!r} is not one of {tuple(EXTENSION_ARRAYS)}")
+    if ext.get("arrays") != list(EXTENSION_ARRAYS[mode]):
+        _fail(where, f"info[{EXTENSION_KEY!r}] arrays {ext.get('arrays')!r} are not the {mode} model's "
+                     f"{list(EXTENSION_ARRAYS[mode])}")
+    sizes = ("z_size", "enc_rnn_size") + (("class_embed_size",) if mode == "class_vae" else ())
+    for key in sizes if mode != "decoder" else ():
+        if not _is_int(ext.get(key)) or ext[key] < 1:
+            _fail(where, f"info[{EXTENSION_KEY!r}] {key}={ext.get(key)!r} must be an integer >= 1")
+    classes = ext.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        _fail(where, f"info[{EXTENSION_KEY!r}] classes must be a list of strings")
+    if mode == "class_vae" and not classes:
+        _fail(where, f"info[{EXTENSION_KEY!r}] a class_vae model needs its class names in 'classes'")
+    if ext.get("convention", CONVENTION) not in ("paper", "magenta", "magenta-js"):
+        _fail(where, f"info[{EXTENSION_KEY!r}] convention {ext.get('convention')!r} is not paper, magenta or "
+                     f"magenta-js")
+    return ext
+
+
+def _extension_dims(hidden: int, ext: dict) -> dict[str, list[int]]:
+    """Shapes of the extension's arrays for H = hidden and the header's sizes (module docstring)."""
+    if ext["mode"] == "decoder":
+        return {}
+    z, he = ext["z_size"], ext["enc_rnn_size"]
+    e = ext.get("class_embed_size", 0) if ext["mode"] == "class_vae" else 0
+    dims = {"decoder z kernel": [z, 4 * hidden], "decoder class kernel": [e, 4 * hidden],
+            "class embedding": [len(ext.get("classes", [])), e], "initial state kernel": [z + e, 2 * hidden],
+            "initial state bias": [2 * hidden], "gen initial state": [2, hidden],
+            "mu kernel": [2 * he, z], "mu bias": [z], "presig kernel": [2 * he, z], "presig bias": [z]}
+    for d in ("forward", "backward"):
+        dims.update({f"encoder {d} input kernel": [5 + e, 4 * he], f"encoder {d} recurrent kernel": [he, 4 * he],
+                     f"encoder {d} bias": [4 * he]})
+    return dims
 
 
 def read_gen_json(path) -> GenJson:
@@ -272,7 +376,12 @@ def to_checkpoint(gen: GenJson, source: str | None = None) -> dict:
     from sketchvae.models.sketch_rnn import SketchRNNConfig
 
     hidden, mixtures = gen.hidden, gen.num_mixture
-    w_out, b_out, k_x, k_h, bias = gen.floats()
+    ext = gen.info.get(EXTENSION_KEY)
+    if ext and ext.get("mode", "decoder") != "decoder":
+        _fail(source or "<.gen.json>", f"a {ext['mode']!r} model exported for the web page (the {EXTENSION_KEY} "
+                                       f"extension); only decoder-only files convert back to a checkpoint: use "
+                                       f"the .pt it was exported from")
+    w_out, b_out, k_x, k_h, bias = gen.floats()[:5]
     name = gen.info.get("name") or (Path(source).name.removesuffix(GEN_JSON_SUFFIX) if source else "magenta")
     config = SketchRNNConfig(mode="decoder", cell="lstm", dec_rnn_size=hidden, num_mixture=mixtures,
                              max_seq_len=int(gen.info["max_seq_len"]))
@@ -288,7 +397,7 @@ def to_checkpoint(gen: GenJson, source: str | None = None) -> dict:
         "output.bias": t(b_out),  # (3 + 6M,)
     }
     extra = {
-        "temperature_convention": CONVENTION,
+        "temperature_convention": (ext or {}).get("convention", CONVENTION),
         "magenta": {"name": name, "max_seq_len": int(gen.info["max_seq_len"]), "info": dict(gen.info),
                     "source": Path(source).name if source else None},
     }
@@ -308,9 +417,14 @@ def gen_json_to_checkpoint(src, dst) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ from sketchvae
-def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> GenJson:
+def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None, *, extension: bool = False) -> GenJson:
     """A `GenJson` for a loaded sketchvae checkpoint (`load_checkpoint`), or MagentaFormatError with
-    one line saying why the format cannot hold the model."""
+    one line saying why the format cannot hold the model.
+
+    extension=False: a file for @magenta/sketch (decoder-only, plain LSTM, 20 components).
+    extension=True: the sketchvae extension (module docstring) for the export-web page: any mode, any
+    number of components, plain LSTM; magenta-js runs its first five arrays where it runs at all
+    (`magenta_js_note` says when it cannot)."""
     from sketchvae.checkpoint import CheckpointError, build_model, config_from_dict
     from sketchvae.models.sketch_rnn import SketchRNNConfig
 
@@ -320,31 +434,53 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> 
         cfg = config_from_dict(SketchRNNConfig, ckpt["config"])  # refuse before building a model we cannot use
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: config does not describe a Sketch-RNN: {err}") from None
-    if cfg.mode != "decoder":
+    if cfg.mode != "decoder" and not extension:
         _fail(where, f"mode {cfg.mode!r} has an encoder and a latent z; a .gen.json holds only decoder-only "
-                     f"(unconditional) models: train one with --mode decoder")
+                     f"(unconditional) models: train one with --mode decoder (or use `sketchvae export-web`, "
+                     f"whose page runs {cfg.mode} models)")
     if cfg.cell != "lstm":
-        _fail(where, f"cell {cfg.cell!r}: magenta-js runs a plain (basic) LSTM, which cannot express a "
-                     f"layer-norm LSTM; train with --cell lstm")
-    if cfg.num_mixture != MAGENTA_JS_MIXTURES:
+        _fail(where, f"cell {cfg.cell!r}: magenta-js and the export-web page run a plain (basic) LSTM, which "
+                     f"cannot express a layer-norm LSTM; train with --cell lstm")
+    if cfg.num_mixture != MAGENTA_JS_MIXTURES and not extension:
         _fail(where, f"num_mixture={cfg.num_mixture}: @magenta/sketch 0.2.0 reads exactly {MAGENTA_JS_MIXTURES} "
                      f"mixture components")
     model = build_model(ckpt, where)
     hidden = cfg.dec_rnn_size
     sd = {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
-    forget = np.zeros(4 * hidden)
-    forget[hidden:2 * hidden] = FORGET_BIAS
-    arrays = {
-        "output kernel": sd["output.weight"].T,
-        "output bias": sd["output.bias"],
-        "LSTM input kernel": _tf_to_torch_gates(sd["decoder_rnn.weight_ih_l0"].T, hidden),
-        "LSTM recurrent kernel": _tf_to_torch_gates(sd["decoder_rnn.weight_hh_l0"].T, hidden),
-        # bias_hh - 1.0 on the forget block is exactly 0 for a converted model (module docstring).
-        "LSTM bias": _tf_to_torch_gates(sd["decoder_rnn.bias_ih_l0"] + (sd["decoder_rnn.bias_hh_l0"] - forget),
-                                        hidden),
-    }
+    names = ckpt.get("class_names") or []
+    k_in = _tf_lstm_kernel(sd["decoder_rnn.weight_ih_l0"], hidden)  # (5 [+ Z + E], 4H)
+    bias = _tf_lstm_bias(sd, "decoder_rnn", hidden)
+    z_size = cfg.z_size if cfg.conditional else 0
+    arrays = {"output kernel": sd["output.weight"].T, "output bias": sd["output.bias"],
+              "LSTM input kernel": k_in[:5],
+              "LSTM recurrent kernel": _tf_lstm_kernel(sd["decoder_rnn.weight_hh_l0"], hidden),
+              "LSTM bias": bias}
+    extra_arrays = {}
+    if cfg.conditional:
+        import torch
+
+        embed = sd["class_embed.weight"] if cfg.class_conditional else np.zeros((0, 0))
+        k_class = k_in[5 + z_size:]  # (E, 4H)
+        gen_embed = embed[0] if cfg.class_conditional else np.zeros(0)
+        arrays["LSTM bias"] = bias + gen_embed @ k_class  # the gen part runs class names[0] (docstring)
+        with torch.no_grad():  # the decoder's initial state at z = 0 (class 0), as magenta-js's {c, h}
+            h0, c0 = model.decoder_initial_state(torch.zeros(1, z_size, dtype=model.output.weight.dtype),
+                                                 torch.zeros(1, dtype=torch.long) if cfg.class_conditional else None)
+        extra_arrays = {"decoder z kernel": k_in[5:5 + z_size], "decoder class kernel": k_class,
+                        "class embedding": embed, "initial state kernel": sd["dec_init.weight"].T,
+                        "initial state bias": sd["dec_init.bias"],
+                        "gen initial state": np.stack([c0[0, 0].double().numpy(), h0[0, 0].double().numpy()])}
+        for d, short in (("forward", "fw"), ("backward", "bw")):
+            he = cfg.enc_rnn_size
+            extra_arrays[f"encoder {d} input kernel"] = _tf_lstm_kernel(sd[f"encoder_rnn.{short}.weight_ih_l0"], he)
+            extra_arrays[f"encoder {d} recurrent kernel"] = _tf_lstm_kernel(sd[f"encoder_rnn.{short}.weight_hh_l0"], he)
+            extra_arrays[f"encoder {d} bias"] = _tf_lstm_bias(sd, f"encoder_rnn.{short}", he)
+        extra_arrays.update({"mu kernel": sd["enc_mu.weight"].T, "mu bias": sd["enc_mu.bias"],
+                             "presig kernel": sd["enc_presig.weight"].T, "presig bias": sd["enc_presig.bias"]})
+        extra_arrays = {k: extra_arrays[k] for k in EXTENSION_ARRAYS[cfg.mode]}
+    arrays.update(extra_arrays)
     # Representable: on the int16 grid, i.e. [-10, 10] (and -32768 * 10 / 32767, which a file may hold).
-    bad = {k: (int(np.sum(~((_grid(a) >= -32768) & (_grid(a) <= 32767)))), float(np.max(np.abs(a))))
+    bad = {k: (int(np.sum(~((_grid(a) >= -32768) & (_grid(a) <= 32767)))), float(np.max(np.abs(a), initial=0.0)))
            for k, a in arrays.items()}
     count = sum(c for c, _ in bad.values())
     if count:
@@ -353,16 +489,58 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> 
                      f"(largest |w| = {bad[worst][1]:.6g}, in the {worst}); the format cannot hold them")
     extra = ckpt.get("extra") if isinstance(ckpt.get("extra"), dict) else {}
     meta = extra.get("magenta") if isinstance(extra.get("magenta"), dict) else {}
-    names = ckpt.get("class_names") or []
     name = name or meta.get("name") or (names[0] if len(names) == 1 else None) or "sketchvae"
     scale = float(ckpt.get("scale_factor", 1.0))
     info = dict(meta["info"]) if isinstance(meta.get("info"), dict) else {}  # a converted model's own, in order
     info.update(mode=GEN_MODE, version=SUPPORTED_VERSIONS[-1], max_seq_len=cfg.max_seq_len, name=name)
     if info.get("scale_factor") != scale:
         info["scale_factor"] = scale
-    weights = [quantize(a) for a in arrays.values()]
+    if extension:
+        header = {"format": EXTENSION_FORMAT, "mode": cfg.mode, "cell": cfg.cell, "num_mixture": cfg.num_mixture}
+        if cfg.conditional:
+            header.update(z_size=cfg.z_size, enc_rnn_size=cfg.enc_rnn_size)
+        if cfg.class_conditional:
+            header["class_embed_size"] = cfg.class_embed_size
+        header.update(classes=list(names), convention=extra.get("temperature_convention", "paper"),
+                      gen={"z": "zeros" if cfg.conditional else None,
+                           "class": names[0] if cfg.class_conditional and names else None},
+                      arrays=list(extra_arrays))
+        info[EXTENSION_KEY] = header
     dims = _expected_dims(hidden, cfg.num_mixture)
+    if extension and cfg.conditional:
+        ext_dims = _extension_dims(hidden, info[EXTENSION_KEY])
+        dims += [ext_dims[k] for k in extra_arrays]
+    weights = [quantize(a) for a in arrays.values()]
     return GenJson(info, dims, [w.reshape(d) for w, d in zip(weights, dims)])
+
+
+def _tf_lstm_kernel(weight: np.ndarray, hidden: int) -> np.ndarray:
+    """nn.LSTM weight (4H, I) -> TensorFlow kernel (I, 4H), gate order (i, j, f, o)."""
+    return _tf_to_torch_gates(weight.T, hidden)
+
+
+def _tf_lstm_bias(sd: dict, prefix: str, hidden: int) -> np.ndarray:
+    """nn.LSTM's two biases -> one TensorFlow bias (4H,) for a cell that adds FORGET_BIAS itself.
+    bias_hh - 1.0 on the forget block is exactly 0 for a converted model (module docstring)."""
+    forget = np.zeros(4 * hidden)
+    forget[hidden:2 * hidden] = FORGET_BIAS
+    return _tf_to_torch_gates(sd[f"{prefix}.bias_ih_l0"] + (sd[f"{prefix}.bias_hh_l0"] - forget), hidden)
+
+
+def magenta_js_note(gen: GenJson) -> str | None:
+    """Why @magenta/sketch 0.2.0 cannot run a file's model as the model itself, or None when it can."""
+    if gen.num_mixture != MAGENTA_JS_MIXTURES:
+        return (f"@magenta/sketch cannot load it: it has {gen.num_mixture} mixture components and magenta-js "
+                f"reads exactly {MAGENTA_JS_MIXTURES}")
+    ext = gen.info.get(EXTENSION_KEY) or {}
+    mode = ext.get("mode", "decoder")
+    if mode == "decoder":
+        return None
+    cls = ext.get("gen", {}).get("class")
+    at = "z = 0" + (f" and class {cls!r}" if cls else "")
+    return (f"@magenta/sketch loads only the decoder, at {at} (start it from the file's 'gen initial state'): "
+            f"it has no encoder, no latent z" + (" and no classes" if mode == "class_vae" else "")
+            + "; the exported page runs the whole model")
 
 
 def checkpoint_to_gen_json(src, dst, name: str | None = None) -> Path:
@@ -488,4 +666,5 @@ def download(names, out_dir=None, *, base: str | None = None, force: bool = Fals
 
 __all__ = ["GenJson", "MagentaFormatError", "read_gen_json", "parse_gen_json", "to_checkpoint", "from_checkpoint",
            "gen_json_to_checkpoint", "checkpoint_to_gen_json", "convert", "quantize", "dequantize", "download",
-           "resolve_model_name", "model_url", "default_dir", "MAGENTA_MODELS", "CONVENTION"]
+           "resolve_model_name", "model_url", "default_dir", "MAGENTA_MODELS", "CONVENTION", "EXTENSION_KEY",
+           "EXTENSION_FORMAT", "EXTENSION_ARRAYS", "magenta_js_note"]

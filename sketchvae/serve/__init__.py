@@ -7,6 +7,9 @@
 Layout: `engine` (the models and the page-pixel <-> model-unit scaling, no web code), `requests`
 (checking the JSON requests, no torch), `app` (Starlette routes, threads, errors) and `static/`
 (index.html, style.css, app.js: plain files, no build step, nothing loaded from elsewhere).
+`export` writes the same page as static files with the models in the page (`sketchvae export-web`):
+static/sketchrnn.js (a Sketch-RNN decoder in JavaScript) and static/inpage.js (the adapter that
+answers the page's API calls in the page) are loaded only there.
 """
 
 from sketchvae.serve.app import create_app

@@ -20,7 +20,8 @@ model.instantiateFromJSON(info, dims, strings);
 model.setPixelFactor(1.0);
 const M = model.NMIXTURE;
 const arr = (a, n) => Array.from(a.slice(0, n));
-let state = model.zeroState();
+// "state": {"c": [...], "h": [...]} in INPUT.json starts from that state instead (an exported vae's gen initial state)
+let state = input.state ? {c: new Float32Array(input.state.c), h: new Float32Array(input.state.h)} : model.zeroState();
 const steps = [];
 for (const stroke of [model.zeroInput()].concat(input.strokes)) {
   state = model.update(stroke, state);

@@ -1,8 +1,13 @@
-// sketchvae serve: the page.  Plain JavaScript, no libraries, no build step.
+// sketchvae's drawing page, for `sketchvae serve` and `sketchvae export-web` alike.  Plain
+// JavaScript, no libraries, no build step.
 //
 // A drawing is kept as strokes of absolute points in page pixels on a CANVAS x CANVAS area; the API
 // speaks stroke-3 [[dx, dy, pen_lifted], ...] whose first row is the first point's offset from the
 // canvas's top-left corner (completions: the first row is the offset from the drawing's last point).
+//
+// Who answers the API (`backend` below): the server (`sketchvae serve`: fetch), or, in a page written
+// by `sketchvae export-web`, the models in the page itself (inpage.js, which sets
+// window.SketchvaeInPage before this file runs).  Both take the same requests and give the same answers.
 "use strict";
 
 (() => {
@@ -209,6 +214,25 @@
   const setStatus = (text) => { ui.status.textContent = text; };
 
   // ---------------------------------------------------------------------------------- the API
+  // request(path, body, signal) -> {ok, status, statusText, data}; models() -> [{name, mode, classes}]
+  const server = {
+    inPage: false,
+    async models() {
+      const response = await fetch("/api/models");
+      if (!response.ok) throw new Error(`${response.status}`);
+      return response.json();
+    },
+    async request(path, body, signal) {
+      const response = await fetch(path, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
+      });
+      let data = null;
+      try { data = await response.json(); } catch (_) { data = null; }
+      return { ok: response.ok, status: response.status, statusText: response.statusText, data };
+    },
+  };
+  const backend = window.SketchvaeInPage || server;  // inpage.js's adapter has the same two methods
+
   async function post(channel, path, body) {
     // one request per channel: a newer one cancels the older; answers to stale requests are dropped
     const ch = state.channels[channel] || (state.channels[channel] = { seq: 0, controller: null });
@@ -218,16 +242,11 @@
     const seq = ++ch.seq;
     ch.controller = controller;
     try {
-      const response = await fetch(path, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-        signal: controller.signal,
-      });
-      let data = null;
-      try { data = await response.json(); } catch (_) { data = null; }
+      const { ok, status, statusText, data } = await backend.request(path, body, controller.signal);
       if (seq !== ch.seq) return null;
-      if (!response.ok) {
-        showError(data && data.error ? `The server refused: ${data.error}`
-          : `The server answered ${response.status} ${response.statusText}.`);
+      if (!ok) {
+        const who = backend.inPage ? "The model" : "The server";
+        showError(data && data.error ? `${who} refused: ${data.error}` : `${who} answered ${status} ${statusText}.`);
         return null;
       }
       hideError();
@@ -487,14 +506,13 @@
 
   async function loadModels() {
     try {
-      const response = await fetch("/api/models");
-      if (!response.ok) throw new Error(`${response.status}`);
-      state.models = await response.json();
+      state.models = await backend.models();
     } catch (err) {
       showError("Cannot load the list of models from the server. Is `sketchvae serve` still running?");
       return;
     }
-    if (!state.models.length) { showError("The server has no models."); return; }
+    if (!state.models.length) { showError(backend.inPage ? "This page has no models." : "The server has no models."); return; }
+    if (backend.inPage) $("where").textContent = "everything runs in this page, no server";
     ui.model.replaceChildren(...state.models.map((m) => new Option(m.name === m.mode ? m.name : `${m.name} (${m.mode})`, m.name)));
     const preferred = state.models.find((m) => m.name === "sheep") || state.models[0];
     ui.model.value = preferred.name;

@@ -183,7 +183,7 @@ def test_sketchvae_serve_from_the_installed_package(installed):
                 break
             except OSError:
                 time.sleep(0.5)
-        assert status == 200 and b"/static/app.js" in page
+        assert status == 200 and b'src="static/app.js"' in page
         status, script = _get(url + "/static/app.js")
         assert status == 200 and len(script) == (ROOT / "sketchvae/serve/static/app.js").stat().st_size
         status, body = _get(url + "/api/models")

@@ -468,7 +468,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
                 raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < world_size:
             raise ValueError(f"rank={rank!r} must be an integer in [0, world_size={world_size})")
-        self.lengths = lengths.astype(np.int64)
+        self.lengths = lengths.astype(np.int64, copy=False)  # no copy of a large int64 array
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = _check_seed(seed)

@@ -66,13 +66,22 @@ class _Spool:
         self.file.write(arr.tobytes())
         self.rows += len(arr)
 
-    def array(self) -> np.ndarray:
-        """The rows written so far, memory-mapped read-only."""
+    def blocks(self, rows: int) -> Iterator[np.ndarray]:
+        """The rows written so far, `rows` at a time, read with plain file reads.
+
+        Not a memory map: every page of a map that has been read counts in the process's resident
+        set until the map goes, so copying a 7 GB spool through one would show a 7 GB peak RSS
+        (page cache, reclaimable, but it is what ``ps``, schedulers and OOM killers see).
+        """
         self.file.flush()
-        shape = (self.rows, self.width) if self.width else (self.rows,)
-        if self.rows == 0:
-            return np.zeros(shape, dtype=self.dtype)
-        return np.memmap(self.path, mode="r", dtype=self.dtype, shape=shape)
+        width = self.width or 1
+        with open(self.path, "rb") as f:
+            for a in range(0, self.rows, rows):
+                n = min(rows, self.rows - a)
+                block = np.fromfile(f, dtype=self.dtype, count=n * width)
+                if len(block) != n * width:
+                    raise OSError(f"{self.path}: spool truncated at row {a + len(block) // width} of {self.rows}")
+                yield block.reshape(n, self.width) if self.width else block
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -209,18 +218,18 @@ class CacheWriter:
         pts = group.create_dataset("points", shape=(n_points, 3), dtype=_DTYPES["points"])
         offs = group.create_dataset("offsets", shape=(n_sketches + 1,), dtype=_DTYPES["offsets"])
         labs = group.create_dataset("labels", shape=(n_sketches,), dtype=_DTYPES["labels"])
-        src = sp["points"].array()
-        for a in range(0, n_points, _COPY_ROWS):
-            pts[a:a + _COPY_ROWS] = src[a:a + _COPY_ROWS]
-        lengths, labels = sp["lengths"].array(), sp["labels"].array()
+        a = 0
+        for block in sp["points"].blocks(_COPY_ROWS):
+            pts[a:a + len(block)] = block
+            a += len(block)
         offs[0:1] = np.zeros(1, np.int64)
-        total = 0
-        for a in range(0, n_sketches, _COPY_ROWS):
-            block = np.cumsum(lengths[a:a + _COPY_ROWS], dtype=np.int64) + total
+        a = total = 0
+        for lengths, labels in zip(sp["lengths"].blocks(_COPY_ROWS), sp["labels"].blocks(_COPY_ROWS)):
+            block = np.cumsum(lengths, dtype=np.int64) + total
             offs[a + 1:a + 1 + len(block)] = block
+            labs[a:a + len(block)] = labels
             total = int(block[-1])
-            labs[a:a + _COPY_ROWS] = labels[a:a + _COPY_ROWS]
-        del src, lengths, labels  # release the spool mappings before the spools are removed
+            a += len(block)
 
     def close(self) -> None:
         """Remove the spool files (after ``finish``, or to abandon the cache)."""

@@ -74,3 +74,12 @@ def test_spool_blocks_are_the_rows_written_and_a_truncated_spool_is_named(tmp_pa
             list(spool.blocks(4))
     finally:
         spool.remove()
+
+
+def test_scale_factor_summed_in_blocks_is_the_std_of_all_train_offsets(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    parts = [("train", _sketches(rng, 30)), ("valid", _sketches(rng, 9)), ("train", _sketches(rng, 11))]
+    monkeypatch.setattr(cache_mod, "_STAT_ROWS", 5)  # many blocks per append
+    pts, _, _ = _reference(parts, "train")
+    with open_cache(_write(tmp_path / "c.h5", parts)) as c:
+        assert c.scale_factor == pytest.approx(float(np.std(pts[:, 0:2].astype(np.float64))), rel=1e-12)

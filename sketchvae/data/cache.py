@@ -21,7 +21,9 @@ big-endian datasets (written by other tools) are read into memory instead.
 Writing: :class:`CacheWriter` appends sketches split by split as flat arrays, spooling them to
 raw temporary files beside the output (sequential writes, bounded memory, a single pass over
 the sources), then ``finish`` creates the contiguous datasets at their exact final sizes, copies
-the spools in blocks and renames the file into place (atomic). Contiguous HDF5 datasets
+the spools in blocks of ``_COPY_ROWS`` rows with plain reads (not memory maps, whose pages would
+stay resident: peak RSS is one source file plus one block, whatever the total size; see
+``scripts/bench_scale.py``) and renames the file into place (atomic). Contiguous HDF5 datasets
 cannot grow, and chunked ones cannot be memory-mapped; a spool costs one extra sequential copy
 but avoids parsing every source twice (count pass + write pass), which for raw ndjson (RDP per
 stroke) is far more expensive than copying int16 rows. :func:`write_cache` wraps it for data
@@ -45,6 +47,7 @@ from sketchvae.data.formats import SPLITS, DataError
 FORMAT_VERSION = 1
 _JSON_ATTRS = ("class_names", "source_checksums", "preprocessing")
 _COPY_ROWS = 1 << 22  # rows per block when copying spools into the HDF5 file (~24 MB of points)
+_STAT_ROWS = 1 << 20  # rows per block when summing train offsets for the scale factor (~16 MB as int64)
 _DTYPES = {"points": np.dtype("<i2"), "offsets": np.dtype("<i8"), "labels": np.dtype("<i4")}
 
 
@@ -63,7 +66,7 @@ class _Spool:
 
     def write(self, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
-        self.file.write(arr.tobytes())
+        self.file.write(memoryview(arr).cast("B"))  # the array's own bytes, not a copy (tobytes)
         self.rows += len(arr)
 
     def blocks(self, rows: int) -> Iterator[np.ndarray]:
@@ -146,11 +149,12 @@ class CacheWriter:
         if len(labels):
             self._max_label = max(self._max_label, int(labels.max()))
             self._max_len = max(self._max_len, int(lengths.max()))
-        if split == "train" and len(points):
-            xy = points[:, 0:2].astype(np.int64)
-            self._n += xy.size
-            self._sum += int(xy.sum())
-            self._sumsq += int(np.einsum("ij,ij->", xy, xy))
+        if split == "train":
+            for a in range(0, len(points), _STAT_ROWS):  # in blocks: an int64 copy is 8x the int16 bytes
+                xy = points[a:a + _STAT_ROWS, 0:2].astype(np.int64)
+                self._n += xy.size
+                self._sum += int(xy.sum())
+                self._sumsq += int(np.einsum("ij,ij->", xy, xy))
 
     def add(self, split: str, s3: np.ndarray, label: int) -> None:
         """Add one sketch (already int16 stroke-3)."""

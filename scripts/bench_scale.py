@@ -31,8 +31,9 @@ For each size, in separate processes (so that each peak RSS is that job's alone,
     python scripts/bench_scale.py --sizes 0.01 0.1 1 --tmp /tmp/bench_scale --json scale.json
     python scripts/bench_scale.py --sizes 1 --keep         # keep the files for another look
 
-The synthetic files, spools and caches go under --tmp (full size: about 10 GB of .npz and 7 GB
-of cache at once) and are deleted at the end unless --keep.  One thread.
+The synthetic files, spools and caches go under --tmp (full size: 7.8 GB of .npz, then 7 GB of
+spools and 7 GB of cache: up to 22 GB at once; about 20 minutes on 2 busy cores) and are deleted
+as soon as they are no longer needed, unless --keep.  One thread.
 """
 
 from __future__ import annotations

@@ -49,13 +49,17 @@ def test_blockwise_copy_gives_exactly_the_appended_data(tmp_path, monkeypatch, b
     assert not list(tmp_path.glob("*.spool")), "spools are removed"
 
 
-def test_empty_split_and_block_boundaries(tmp_path, monkeypatch):
+def test_empty_appends_empty_split_and_block_boundaries(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     pts, lens, labels = _sketches(rng, 6)
+    empty = (np.zeros((0, 3), np.int16), np.zeros(0, np.int64), np.zeros(0, np.int64))
     monkeypatch.setattr(cache_mod, "_COPY_ROWS", int(lens.sum()))  # points: exactly one full block
-    with open_cache(_write(tmp_path / "c.h5", [("train", (pts, lens, labels))])) as c:
+    with open_cache(_write(tmp_path / "c.h5", [("train", empty), ("train", (pts, lens, labels)),
+                                               ("test", empty)])) as c:
         np.testing.assert_array_equal(np.asarray(c.split("train").points), pts)
-        assert len(c.split("valid")) == 0 and len(c.split("valid").points) == 0
+        np.testing.assert_array_equal(np.asarray(c.split("train").offsets), np.concatenate([[0], np.cumsum(lens)]))
+        for split in ("valid", "test"):
+            assert len(c.split(split)) == 0 and len(c.split(split).points) == 0
 
 
 def test_spool_blocks_are_the_rows_written_and_a_truncated_spool_is_named(tmp_path):

@@ -22,8 +22,8 @@ Writing: :class:`CacheWriter` appends sketches split by split as flat arrays, sp
 raw temporary files beside the output (sequential writes, bounded memory, a single pass over
 the sources), then ``finish`` creates the contiguous datasets at their exact final sizes, copies
 the spools in blocks of ``_COPY_ROWS`` rows with plain reads (not memory maps, whose pages would
-stay resident: peak RSS is one source file plus one block, whatever the total size; see
-``scripts/bench_scale.py``) and renames the file into place (atomic). Contiguous HDF5 datasets
+stay resident: prepare's peak RSS is set by its largest source file, whatever the total size;
+see ``scripts/bench_scale.py``) and renames the file into place (atomic). Contiguous HDF5 datasets
 cannot grow, and chunked ones cannot be memory-mapped; a spool costs one extra sequential copy
 but avoids parsing every source twice (count pass + write pass), which for raw ndjson (RDP per
 stroke) is far more expensive than copying int16 rows. :func:`write_cache` wraps it for data
@@ -66,7 +66,8 @@ class _Spool:
 
     def write(self, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
-        self.file.write(memoryview(arr).cast("B"))  # the array's own bytes, not a copy (tobytes)
+        if arr.size:  # (a memoryview of an empty array cannot be cast)
+            self.file.write(memoryview(arr).cast("B"))  # the array's own bytes, not a copy (tobytes)
         self.rows += len(arr)
 
     def blocks(self, rows: int) -> Iterator[np.ndarray]:

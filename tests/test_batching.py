@@ -259,6 +259,25 @@ def test_sampler_is_seeded_and_changes_per_epoch():
     assert list(c) == first
 
 
+@pytest.mark.parametrize("top", [250, 600, 70000, 5_000_000_000])  # keys: uint8, uint16, uint32, int64
+@pytest.mark.parametrize("world_size, drop_last", [(1, True), (3, False)])
+def test_sampler_narrow_sort_keys_give_the_int64_order(monkeypatch, top, world_size, drop_last):
+    """The per-epoch length sort on narrow keys (radix sort) yields exactly the batches of int64 keys."""
+    rng = np.random.default_rng(top)
+    lengths = np.concatenate([rng.integers(1, 60, 2000), rng.integers(1, top + 1, 37), [top]]).astype(np.int64)
+    rng.shuffle(lengths)
+    kw = dict(batch_size=16, seed=3, world_size=world_size, drop_last=drop_last, bucket_size=200)
+    fast = [B.BucketBatchSampler(lengths, rank=r, **kw) for r in range(world_size)]
+    assert fast[0]._keys.dtype.itemsize == {250: 1, 600: 2, 70000: 4}.get(top, 8)
+    monkeypatch.setattr(B, "_sort_keys", lambda x: x)  # the reference: sort on the int64 lengths
+    ref = [B.BucketBatchSampler(lengths, rank=r, **kw) for r in range(world_size)]
+    assert ref[0]._keys.dtype == np.int64
+    for epoch in (0, 1, 5):
+        for f, r in zip(fast, ref):
+            got, want = f.epoch_batches(epoch), r.epoch_batches(epoch)
+            assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
 def test_bucketing_pads_less_than_random_batches():
     lengths = skewed_lengths(4000)
     s = B.BucketBatchSampler(lengths, 100, seed=0)

@@ -418,3 +418,31 @@ def test_real_raw_conversion_reproduces_google_simplified_for_cat():
     assert exact / len(common) >= 0.7
     ratio = np.median([len(raw[k]) / len(simp[k]) for k in common])
     assert 0.9 <= ratio <= 1.1
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint16, np.uint32, np.float32, np.float64])
+def test_vectorised_row_check_matches_the_scalar_check_at_the_limits(dtype):
+    """`_row_problems` (integers compared in their own dtype) flags exactly the rows validate_stroke3 refuses."""
+    from sketchvae.data.formats import MAX_ABS_OFFSET, _row_problems
+
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    values = [0, 1, -1, MAX_ABS_OFFSET, MAX_ABS_OFFSET + 1, -MAX_ABS_OFFSET, -MAX_ABS_OFFSET - 1, 255, -600]
+    if info is not None:
+        values += [int(info.min), int(info.max), int(info.min) + 1]
+    rows = []
+    for v in values:
+        for pen in (0, 1, 2):
+            for col in (0, 1):
+                r = [3, 3, pen]
+                r[col] = v
+                rows.append(r)
+    rows = np.array([r for r in rows if info is None or all(info.min <= x <= info.max for x in r)], dtype=dtype)
+    expected = []
+    for r in rows:
+        try:
+            validate_stroke3(r[None])
+            expected.append(False)
+        except DataError:
+            expected.append(True)
+    assert any(expected) and not all(expected)
+    np.testing.assert_array_equal(_row_problems(rows), np.array(expected))

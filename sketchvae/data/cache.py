@@ -21,7 +21,9 @@ big-endian datasets (written by other tools) are read into memory instead.
 Writing: :class:`CacheWriter` appends sketches split by split as flat arrays, spooling them to
 raw temporary files beside the output (sequential writes, bounded memory, a single pass over
 the sources), then ``finish`` creates the contiguous datasets at their exact final sizes, copies
-the spools in blocks and renames the file into place (atomic). Contiguous HDF5 datasets
+the spools in blocks of ``_COPY_ROWS`` rows with plain reads (not memory maps, whose pages would
+stay resident: prepare's peak RSS is set by its largest source file, whatever the total size;
+see ``scripts/bench_scale.py``) and renames the file into place (atomic). Contiguous HDF5 datasets
 cannot grow, and chunked ones cannot be memory-mapped; a spool costs one extra sequential copy
 but avoids parsing every source twice (count pass + write pass), which for raw ndjson (RDP per
 stroke) is far more expensive than copying int16 rows. :func:`write_cache` wraps it for data
@@ -45,6 +47,7 @@ from sketchvae.data.formats import SPLITS, DataError
 FORMAT_VERSION = 1
 _JSON_ATTRS = ("class_names", "source_checksums", "preprocessing")
 _COPY_ROWS = 1 << 22  # rows per block when copying spools into the HDF5 file (~24 MB of points)
+_STAT_ROWS = 1 << 20  # rows per block when summing train offsets for the scale factor (~16 MB as int64)
 _DTYPES = {"points": np.dtype("<i2"), "offsets": np.dtype("<i8"), "labels": np.dtype("<i4")}
 
 
@@ -63,16 +66,26 @@ class _Spool:
 
     def write(self, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
-        self.file.write(arr.tobytes())
+        if arr.size:  # (a memoryview of an empty array cannot be cast)
+            self.file.write(memoryview(arr).cast("B"))  # the array's own bytes, not a copy (tobytes)
         self.rows += len(arr)
 
-    def array(self) -> np.ndarray:
-        """The rows written so far, memory-mapped read-only."""
+    def blocks(self, rows: int) -> Iterator[np.ndarray]:
+        """The rows written so far, `rows` at a time, read with plain file reads.
+
+        Not a memory map: every page of a map that has been read counts in the process's resident
+        set until the map goes, so copying a 7 GB spool through one would show a 7 GB peak RSS
+        (page cache, reclaimable, but it is what ``ps``, schedulers and OOM killers see).
+        """
         self.file.flush()
-        shape = (self.rows, self.width) if self.width else (self.rows,)
-        if self.rows == 0:
-            return np.zeros(shape, dtype=self.dtype)
-        return np.memmap(self.path, mode="r", dtype=self.dtype, shape=shape)
+        width = self.width or 1
+        with open(self.path, "rb") as f:
+            for a in range(0, self.rows, rows):
+                n = min(rows, self.rows - a)
+                block = np.fromfile(f, dtype=self.dtype, count=n * width)
+                if len(block) != n * width:
+                    raise OSError(f"{self.path}: spool truncated at row {a + len(block) // width} of {self.rows}")
+                yield block.reshape(n, self.width) if self.width else block
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -137,11 +150,12 @@ class CacheWriter:
         if len(labels):
             self._max_label = max(self._max_label, int(labels.max()))
             self._max_len = max(self._max_len, int(lengths.max()))
-        if split == "train" and len(points):
-            xy = points[:, 0:2].astype(np.int64)
-            self._n += xy.size
-            self._sum += int(xy.sum())
-            self._sumsq += int(np.einsum("ij,ij->", xy, xy))
+        if split == "train":
+            for a in range(0, len(points), _STAT_ROWS):  # in blocks: an int64 copy is 8x the int16 bytes
+                xy = points[a:a + _STAT_ROWS, 0:2].astype(np.int64)
+                self._n += xy.size
+                self._sum += int(xy.sum())
+                self._sumsq += int(np.einsum("ij,ij->", xy, xy))
 
     def add(self, split: str, s3: np.ndarray, label: int) -> None:
         """Add one sketch (already int16 stroke-3)."""
@@ -209,18 +223,18 @@ class CacheWriter:
         pts = group.create_dataset("points", shape=(n_points, 3), dtype=_DTYPES["points"])
         offs = group.create_dataset("offsets", shape=(n_sketches + 1,), dtype=_DTYPES["offsets"])
         labs = group.create_dataset("labels", shape=(n_sketches,), dtype=_DTYPES["labels"])
-        src = sp["points"].array()
-        for a in range(0, n_points, _COPY_ROWS):
-            pts[a:a + _COPY_ROWS] = src[a:a + _COPY_ROWS]
-        lengths, labels = sp["lengths"].array(), sp["labels"].array()
+        a = 0
+        for block in sp["points"].blocks(_COPY_ROWS):
+            pts[a:a + len(block)] = block
+            a += len(block)
         offs[0:1] = np.zeros(1, np.int64)
-        total = 0
-        for a in range(0, n_sketches, _COPY_ROWS):
-            block = np.cumsum(lengths[a:a + _COPY_ROWS], dtype=np.int64) + total
+        a = total = 0
+        for lengths, labels in zip(sp["lengths"].blocks(_COPY_ROWS), sp["labels"].blocks(_COPY_ROWS)):
+            block = np.cumsum(lengths, dtype=np.int64) + total
             offs[a + 1:a + 1 + len(block)] = block
+            labs[a:a + len(block)] = labels
             total = int(block[-1])
-            labs[a:a + _COPY_ROWS] = labels[a:a + _COPY_ROWS]
-        del src, lengths, labels  # release the spool mappings before the spools are removed
+            a += len(block)
 
     def close(self) -> None:
         """Remove the spool files (after ``finish``, or to abandon the cache)."""

@@ -269,7 +269,14 @@ def _row_problems(rows: np.ndarray) -> np.ndarray:
         safe = np.where(finite[:, None], rows, 0)
         bad |= (safe != np.round(safe)).any(axis=1)
         rows = safe
-    bad |= (np.abs(rows[:, 0:2].astype(np.float64)) > MAX_ABS_OFFSET).any(axis=1)
+    xy = rows[:, 0:2]
+    if xy.dtype.kind == "f":
+        too_big = np.abs(xy) > MAX_ABS_OFFSET
+    else:  # integers compared in their own dtype: no float64 copy of every offset (8x the int16 bytes)
+        too_big = xy > MAX_ABS_OFFSET
+        if xy.dtype.kind == "i":
+            too_big |= xy < -MAX_ABS_OFFSET
+    bad |= too_big.any(axis=1)
     bad |= (rows[:, 2] != 0) & (rows[:, 2] != 1)
     return bad
 
@@ -318,7 +325,7 @@ def read_npz_split(path, split: str, *, on_bad: OnBad | None = None, arr: np.nda
         rows = rows[np.repeat(keep, lengths)]
         lengths = lengths[keep]
         ends = np.cumsum(lengths)
-    out = rows.astype(np.int16)
+    out = rows.astype(np.int16, copy=False)  # rows is this function's own array (concatenated or masked)
     if len(ends):
         out[ends - 1, 2] = 1  # a sketch ends with a pen lift
     return out, lengths, len(items)

@@ -301,15 +301,35 @@ def _stream_noise(gen: torch.Generator, n: int, device, dtype) -> NoiseFn:
 
 
 # ------------------------------------------------------------------------------------------ the loop
+def _rowwise_addmm(bias: Tensor, x: Tensor, w_t: Tensor) -> Tensor:
+    """bias + x @ w_t for x (B, K), w_t (K, N), bias (N,) or (B, N), computed so that each row's result
+    is the same bits whatever the other rows and however many there are.
+
+    x @ w_t itself is not: MKL multiplies a few rows (fewer than 11 to 16, by the shapes) with other
+    kernels than many rows, which round differently.  As (w_t^T @ x^T)^T, the rows become columns of
+    the product, which every batch of two or more columns computes alike (one column would take the
+    matrix-vector kernel, so a single row is paired with a copy of itself).  That is what lets
+    `run_together` pack several calls into one decoder pass and still give each the bits it would get
+    alone (tested in tests/test_sample.py); measured on MKL 2024.2 (AVX-512), no slower than x @ w_t."""
+    one = x.shape[0] == 1
+    if one:
+        x = x.expand(2, x.shape[1])
+        bias = bias.expand(2, bias.shape[-1]) if bias.dim() == 2 else bias
+    b_t = bias.unsqueeze(1) if bias.dim() == 1 else bias.t()  # (N, 1) or (N, B)
+    out = torch.addmm(b_t, w_t.t(), x.t()).t()  # (B, N)
+    return out[:1] if one else out
+
+
 class _ConstantInputLSTMStep:
     """One decoder step of a plain-LSTM decoder with the inputs that never change during a sketch (z,
     the class embedding) multiplied by their input weights once, not at every step.
 
     At the default size that is 128 (+ embedding) of the 645 input+hidden columns of the gate matmul:
     ~20 % of a step's work in the batched loop.  Same function as `SketchRNN.step` in eval mode (dropout
-    off); `available` says whether a model qualifies (nn.LSTM, one layer, with z or labels)."""
+    off), with every product row by row alike (`_rowwise_addmm`); `available` says whether a model
+    qualifies (nn.LSTM, one layer; "decoder" mode too, with nothing constant to fold in)."""
 
-    def __init__(self, model: SketchRNN, z: Tensor | None, labels: Tensor | None):
+    def __init__(self, model: SketchRNN, z: Tensor | None, labels: Tensor | None, batch_size: int):
         rnn = model.decoder_rnn
         dtype = model.output.weight.dtype
         parts = []
@@ -318,7 +338,11 @@ class _ConstantInputLSTMStep:
         if model.class_embed is not None:
             parts.append(model.class_embed(labels.long().reshape(-1)).to(dtype))
         w_ih = rnn.weight_ih_l0  # (4H, 5 + N_z + E), gate order i, f, g, o
-        self.bias = torch.addmm(rnn.bias_ih_l0 + rnn.bias_hh_l0, torch.cat(parts, dim=-1), w_ih[:, 5:].t())  # (B, 4H)
+        bias = rnn.bias_ih_l0 + rnn.bias_hh_l0  # (4H,)
+        if parts:
+            self.bias = _rowwise_addmm(bias, torch.cat(parts, dim=-1), w_ih[:, 5:].t())  # (B, 4H)
+        else:
+            self.bias = bias.expand(batch_size, bias.shape[0])
         self.w_x = w_ih[:, :5].t()  # (5, 4H)
         self.w_h = rnn.weight_hh_l0.t()  # (H, 4H)
         self.model = model
@@ -327,50 +351,95 @@ class _ConstantInputLSTMStep:
     def available(model: SketchRNN) -> bool:
         rnn = model.decoder_rnn
         return (isinstance(rnn, nn.LSTM) and rnn.num_layers == 1 and rnn.bias and not rnn.bidirectional
-                and rnn.proj_size == 0 and not model.training
-                and (model.config.conditional or model.class_embed is not None))
+                and rnn.proj_size == 0 and not model.training)
 
     def keep(self, mask: Tensor) -> None:
         self.bias = self.bias[mask]
 
     def __call__(self, prev: Tensor, state):
+        if prev.shape[0] == 1:  # one row is computed as one of two, as in any batch: see _step
+            two = tuple(torch.cat([s, s], 1) for s in state)
+            params, pen_logits, (h1, c1) = self._step(torch.cat([prev, prev]), two, torch.cat([self.bias, self.bias]))
+            return type(params)(*(p[:1] for p in params)), pen_logits[:1], (h1[:, :1], c1[:, :1])
+        return self._step(prev, state, self.bias)
+
+    def _step(self, prev: Tensor, state, bias: Tensor):
+        """The step for B >= 2 rows.  Each row's result is the same bits in any batch of two or more:
+        the products by `_rowwise_addmm`, and the gates' activations run on strided (B, H) slices of
+        `gates`; for a single row the slices would be contiguous, and PyTorch computes sigmoid and tanh
+        of contiguous tensors with other code (MKL's vector math), which rounds differently."""
         h, c = state  # (1, B, H) each
-        gates = torch.addmm(self.bias, prev, self.w_x).addmm_(h[0], self.w_h)  # (B, 4H)
+        gates = _rowwise_addmm(_rowwise_addmm(bias, prev, self.w_x), h[0], self.w_h)  # (B, 4H)
         i, f, g, o = gates.chunk(4, dim=1)
         c1 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
         h1 = torch.sigmoid(o) * torch.tanh(c1)
-        params, pen_logits = self.model.split_output(self.model.output(h1).unsqueeze(1))
+        out = self.model.output
+        params, pen_logits = self.model.split_output(_rowwise_addmm(out.bias, h1, out.weight.t()).unsqueeze(1))
         return params, pen_logits, (h1.unsqueeze(0), c1.unsqueeze(0))
+
+
+class _Settings(NamedTuple):
+    """How the rows of one group are drawn (`_run` with `groups`)."""
+    temperature: float
+    greedy: bool
+    convention: str
+
+
+def _draw_groups(params, pen_logits: Tensor, noise: Tensor | None, group: Tensor,
+                 settings: list[_Settings]) -> Tensor:
+    """`draw` for rows drawn with different settings: row i with settings[group[i]], each group in one
+    call (one call in all when every row shares its settings)."""
+    if len(settings) == 1:
+        tau, greedy, convention = settings[0]
+        return draw(params, pen_logits, noise, tau, greedy=greedy, convention=convention)
+    row = torch.empty(pen_logits.shape[0], 5, dtype=params.mu_x.dtype, device=pen_logits.device)
+    for g, (tau, greedy, convention) in enumerate(settings):
+        idx = (group == g).nonzero().squeeze(1)
+        if idx.numel():
+            row[idx] = draw(type(params)(*(p[idx] for p in params)), pen_logits[idx],
+                            None if greedy else noise[idx], tau, greedy=greedy, convention=convention)
+    return row
 
 
 @torch.inference_mode()
 def _run(model: SketchRNN, prev: Tensor, state, z: Tensor | None, labels: Tensor | None, steps: int,
          noise: NoiseFn | None, temperature: float, greedy: bool, convention: str,
-         progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+         progress: Callable[[int], None] | None, *, limits: Tensor | None = None,
+         groups: tuple[Tensor, list[_Settings]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Batched decoding of B sketches from `prev` (B, 5) and `state`; returns (rows (B, steps, 3)
-    normalised stroke-3 rows, lengths (B,)) on the CPU.  Finished rows are dropped every step."""
+    normalised stroke-3 rows, lengths (B,)) on the CPU.  Finished rows are dropped every step.
+
+    limits: (B,) most points of each row (<= steps) when they differ (`complete_many`: prompts of
+    different lengths); groups: ((B,) group of each row, the settings of each group) when rows are
+    drawn with different temperatures (temperature, greedy and convention are then not used)."""
     bsz = prev.shape[0]
     device = prev.device
     out = torch.zeros(bsz, steps, 3, dtype=prev.dtype, device=device)
-    lengths = torch.full((bsz,), steps, dtype=torch.int64, device=device)
+    lengths = torch.full((bsz,), steps, dtype=torch.int64, device=device) if limits is None else limits.clone()
     alive = torch.arange(bsz, device=device)
-    fast = _ConstantInputLSTMStep(model, z, labels) if _ConstantInputLSTMStep.available(model) else None
+    if groups is None:
+        group, settings = None, [_Settings(temperature, greedy, convention)]
+    else:
+        group, settings = groups
+    needs_noise = not all(s.greedy for s in settings)
+    fast = _ConstantInputLSTMStep(model, z, labels, bsz) if _ConstantInputLSTMStep.available(model) else None
     for t in range(steps):
         if fast is not None:
             params, pen_logits, state = fast(prev, state)
         else:
             params, pen_logits, state = model.step(prev, z, labels, state)
         params = params.select((slice(None), 0))  # fields (b, M)
-        row = draw(params, pen_logits[:, 0], None if greedy else noise(t, alive), temperature,
-                   greedy=greedy, convention=convention)  # (b, 5)
+        row = _draw_groups(params, pen_logits[:, 0], noise(t, alive) if needs_noise else None, group,
+                           settings)  # (b, 5)
         out[alive, t, 0:2] = row[:, 0:2]
         out[alive, t, 2] = row[:, 3]
         ended = row[:, 4] > 0.5
-        if bool(ended.any()):  # one host sync per step
+        done = ended if limits is None else ended | (lengths[alive] == t + 1)  # ended or at its limit
+        if bool(done.any()):  # one host sync per step
             lengths[alive[ended]] = t
-            keep = ~ended
+            keep = ~done
             if progress is not None:
-                progress(int(ended.sum()))
+                progress(int(done.sum()))
             if not bool(keep.any()):
                 break
             alive, row = alive[keep], row[keep]
@@ -379,6 +448,7 @@ def _run(model: SketchRNN, prev: Tensor, state, z: Tensor | None, labels: Tensor
                 fast.keep(keep)
             z = None if z is None else z[keep]
             labels = None if labels is None else labels[keep]
+            group = None if group is None else group[keep]
         prev = row
     else:
         if progress is not None:
@@ -704,6 +774,15 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
     max_len: most points of a completed sketch, prefix included (default config.max_seq_len).
     """
     sampler = _as_sampler(model)
+    return _results(sampler, [_prime_completion(sampler, partial_sketch, n, temperature, classes=classes,
+                                                greedy=greedy, z_source=z_source, seed=seed, max_len=max_len,
+                                                convention=convention)])[0]
+
+
+def _prime_completion(sampler: Sampler, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None,
+                      greedy: bool = False, z_source: str = "encode", seed: int | None = None,
+                      max_len: int | None = None, convention: str | None = None) -> _Primed:
+    """`complete` up to the sampling loop: checks, z, and the decoder state after the partial sketch."""
     n = _check_n(n)
     if not greedy:
         _check_tau(temperature)
@@ -736,16 +815,119 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
         inputs = inputs.unsqueeze(0).expand(n, k, 5).contiguous()
         _, _, state = model_.decode(inputs, z, labels)  # teacher forcing over the given points
         prev = s5[-1:].expand(n, 5).contiguous()  # S_k: the next step predicts S_{k+1}
-        rows, lengths = _run(model_, prev, state, z, labels, max_len - k, _stream_noise(gen, n, dev, dtype),
-                             _check_tau(temperature) if not greedy else 1.0, greedy, convention, None)
-    tails = _finish(rows, lengths, sampler.scale_factor)
+    settings = _Settings(_check_tau(temperature) if not greedy else 1.0, greedy, convention)
+    return _Primed(prev, state, z, labels, max_len - k, _stream_noise(gen, n, dev, dtype), settings, partial)
+
+
+def _prime_sample(sampler: Sampler, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
+                  max_len: int | None = None, seed: int | None = None, *, convention: str | None = None) -> _Primed:
+    """`sample` (n up to its chunk size) up to the sampling loop."""
+    sampler, n, temperature, max_len, gen, z_all, labels_all, _, convention = _prepare_draws(
+        sampler, n, temperature, z, classes, greedy, max_len, seed, convention, None)
+    if n > DEFAULT_CHUNK:
+        raise ValueError(f"n={n}: at most {DEFAULT_CHUNK} sketches a call when calls are decoded together")
+    model_ = sampler.model
+    with torch.inference_mode():
+        state = model_.decoder_initial_state(z_all, labels_all, batch_size=n)
+    noise = _stream_noise(gen, n, sampler.device, model_.output.weight.dtype)
+    return _Primed(model_.start_tokens(n), state, z_all, labels_all, max_len, noise,
+                   _Settings(temperature, greedy, convention), None)
+
+
+class _Primed(NamedTuple):
+    """One call's sketches ready for the sampling loop, alone or packed with other calls' (`_results`)."""
+    prev: Tensor  # (n, 5) the row each sketch continues from
+    state: tuple  # (h, c) each (1, n, H), the decoder state after it
+    z: Tensor | None  # (n, z_size)
+    labels: Tensor | None  # (n,)
+    steps: int  # most points to draw
+    noise: NoiseFn  # the call's own random draws (its generator)
+    settings: _Settings
+    partial: np.ndarray | None  # completion: the partial sketch (original units), put in front of each result
+
+
+class _PackedNoise:
+    """The random draws of packed calls: each call's rows get the draws of its own generator, made for all
+    its rows at every step while any of them is alive (as alone), so a row's draws do not depend on the
+    other calls.  `rows` are indices into the packed batch, in order."""
+
+    def __init__(self, items: list[_Primed], device):
+        sizes = [it.prev.shape[0] for it in items]
+        self.fns = [it.noise for it in items]
+        self.all_rows = [torch.arange(k, device=device) for k in sizes]
+        self.owner = torch.repeat_interleave(torch.arange(len(items), device=device),
+                                             torch.tensor(sizes, device=device))
+        self.alive_calls, self.seen = [True] * len(items), sum(sizes)
+
+    def __call__(self, step: int, rows: Tensor) -> Tensor:
+        if rows.numel() != self.seen:  # rows were dropped: which calls still have some
+            self.seen = rows.numel()
+            counts = torch.bincount(self.owner[rows], minlength=len(self.fns))
+            self.alive_calls = (counts > 0).tolist()
+        parts = [fn(step, all_rows) if alive else torch.zeros(all_rows.numel(), 4, device=all_rows.device)
+                 for fn, all_rows, alive in zip(self.fns, self.all_rows, self.alive_calls)]
+        return torch.cat(parts).to(parts[0].dtype)[rows] if len(parts) > 1 else parts[0][rows]
+
+
+def _results(sampler: Sampler, items: list[_Primed]) -> list[list[np.ndarray]]:
+    """Run the sampling loop for primed calls, all together in one batch, and finish each call's sketches."""
+    model_ = sampler.model
+    if len(items) == 1 or not _ConstantInputLSTMStep.available(model_):  # other cells: no bitwise guarantee
+        decoded = [_run(model_, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None)
+                   for it in items]
+    else:
+        settings = list(dict.fromkeys(it.settings for it in items))
+        dev = sampler.device
+        sizes = [it.prev.shape[0] for it in items]
+        cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+        limits = torch.cat([torch.full((k,), it.steps, dtype=torch.int64, device=dev) for k, it in zip(sizes, items)])
+        group = torch.cat([torch.full((k,), settings.index(it.settings), dtype=torch.int64, device=dev)
+                           for k, it in zip(sizes, items)])
+        state = tuple(torch.cat([it.state[j] for it in items], dim=1) for j in range(2))
+        rows, lengths = _run(model_, cat([it.prev for it in items]), state, cat([it.z for it in items]),
+                             cat([it.labels for it in items]), max(it.steps for it in items),
+                             _PackedNoise(items, dev), 1.0, False, "paper", None, limits=limits,
+                             groups=(group, settings))
+        bounds = np.cumsum([0] + sizes)
+        decoded = [(rows[lo:hi], lengths[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
     out = []
-    for tail in tails:
-        full = np.concatenate([partial, tail]).astype(np.float32)
-        full[-1, 2] = 1.0
-        out.append(full)
+    for it, (rows, lengths) in zip(items, decoded):
+        sketches = _finish(rows, lengths, sampler.scale_factor)
+        if it.partial is not None:
+            sketches = [np.concatenate([it.partial, tail]).astype(np.float32) for tail in sketches]
+            for full in sketches:
+                full[-1, 2] = 1.0
+        out.append(sketches)
     return out
 
 
+CALLS = {"complete": _prime_completion, "sample": _prime_sample}
+
+
+def run_together(model, calls: list[tuple[str, dict]]) -> list[list[np.ndarray]]:
+    """Several `complete` and `sample` calls decoded in ONE batch: what serving many requests at once
+    needs (`sketchvae serve` packs the requests that arrive within a few milliseconds).
+
+    calls: ("complete" | "sample", keyword arguments of that function), e.g. ("complete", {"partial_sketch":
+    s, "n": 6, "temperature": 0.4, "seed": 3}); different partial sketches, n, temperatures, classes
+    and seeds mix freely ("sample": n up to 4096).  Returns each call's result, bit for bit what the
+    call made alone returns (with a seed): every call is primed alone (encoder, teacher forcing over
+    its partial sketch, its own generator for z and every draw), rows stop at their own call's
+    max_len, and every product in the loop computes a row the same way whatever the batch
+    (`_rowwise_addmm`).  Models whose decoder is not a one-layer plain LSTM (layer-norm, hyper cells)
+    decode the calls one after another.  A bad call raises its ValueError before anything is decoded.
+    """
+    sampler = _as_sampler(model)
+    items = []
+    for k, (kind, kwargs) in enumerate(calls):
+        if kind not in CALLS:
+            raise ValueError(f"call {k}: unknown kind {kind!r}; choose from {tuple(CALLS)}")
+        items.append(CALLS[kind](sampler, **kwargs))
+    if not items:
+        return []
+    return _results(sampler, items)
+
+
 __all__ = ["Sampler", "load", "sampler_from_checkpoint", "sample", "sample_sequential", "draw", "encode",
-           "mean_latent", "reconstruct", "analogy", "interpolate", "interpolation_strip", "complete", "class_index"]
+           "mean_latent", "reconstruct", "analogy", "interpolate", "interpolation_strip", "complete", "run_together",
+           "class_index"]

@@ -30,6 +30,10 @@ at the origin), so the first row, the offset from the canvas corner, is dropped 
 put back on the way out: completions continue from the drawing's last point, whole drawings
 (sample, interpolate) are centred on the canvas.
 
+Batching: `ServedModel.run_batch` answers several `complete` / `sample` requests with one decoder pass
+(`sketchvae.sample.run_together`), each answer bit for bit what the request alone gets with its seed;
+`sketchvae serve` packs the requests that arrive within a few milliseconds (see `app`).
+
 Thread safety: the operations only read the model (inference mode, a generator per call), so
 several threads may use one model at once; the typical-extent cache has its own lock.
 """
@@ -51,6 +55,7 @@ MEASURE_TAU = 0.4       # ... at this temperature (seed 0)
 WARM_CLASSES = 16       # measure every class at start-up when a model has at most this many
 MIN_CONTINUATION = 64   # points a completion may add even when the drawing is near max_seq_len
 DECIMALS = 2            # page pixels are rounded to this many decimals in answers
+BATCHED = ("complete", "sample")   # the operations that `ServedModel.run_batch` packs into one decoder pass
 
 
 class ModelError(ValueError):
@@ -190,13 +195,8 @@ class ServedModel:
         from the drawing's last point), in page px."""
         from sketchvae import sample as S
 
-        self._check_class(cls, required=True)
-        upp = self.units_per_px(cls)
-        prefix, _ = page_to_model(strokes, upp)  # RDP keeps the last point: endings continue from it
-        limit = self.sampler.config.max_seq_len
-        max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
-        full = S.complete(self.sampler, prefix, n, temperature, classes=cls, seed=seed, max_len=max_len)
-        return [to_json(model_to_page(f[len(prefix):], upp)) for f in full]
+        (_, kwargs), finish = self._plan_complete(strokes, n, temperature, cls, seed)
+        return finish(S.complete(self.sampler, **kwargs))
 
     def sample(self, n: int, temperature: float, cls: str | None = None,
                seed: int | None = None) -> list[list[list[float]]]:
@@ -204,11 +204,59 @@ class ServedModel:
         without `cls` cycles through its classes."""
         from sketchvae import sample as S
 
+        (_, kwargs), finish = self._plan_sample(n, temperature, cls, seed)
+        return finish(S.sample(self.sampler, **kwargs))
+
+    def run_batch(self, jobs: list[tuple[str, dict]]) -> list:
+        """Several `complete` / `sample` calls (method name, keyword arguments) sampled in ONE decoder
+        pass (`sketchvae.sample.run_together`): each answer is what the method called alone returns, bit
+        for bit with the same seed.  Returns, per job, its answer or the ValueError (ModelError) that
+        the method alone would raise; the other jobs are answered all the same."""
+        from sketchvae import sample as S
+
+        results: list = [None] * len(jobs)
+        planned = []  # (job index, call for run_together, finish)
+        for i, (method, kwargs) in enumerate(jobs):
+            if method not in BATCHED:
+                raise ValueError(f"run_batch: {method!r} is not one of {BATCHED}")
+            try:
+                planned.append((i, *getattr(self, f"_plan_{method}")(**kwargs)))
+            except ValueError as err:
+                results[i] = err
+        calls = [call for _, call, _ in planned]
+        try:
+            outs = S.run_together(self.sampler, calls)
+        except ValueError:  # a call the sample API refuses: the calls one by one, so that only it fails
+            outs = []
+            for call in calls:
+                try:
+                    outs += S.run_together(self.sampler, [call])
+                except ValueError as err:
+                    outs.append(err)
+        for (i, _, finish), out in zip(planned, outs):
+            results[i] = out if isinstance(out, Exception) else finish(out)
+        return results
+
+    def _plan_complete(self, strokes, n, temperature, cls=None, seed=None):
+        """(the `sketchvae.sample.complete` call, page-px answer from its result) for `complete`."""
+        self._check_class(cls, required=True)
+        upp = self.units_per_px(cls)
+        prefix, _ = page_to_model(strokes, upp)  # RDP keeps the last point: endings continue from it
+        limit = self.sampler.config.max_seq_len
+        max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
+        call = ("complete", {"partial_sketch": prefix, "n": n, "temperature": temperature, "classes": cls,
+                             "seed": seed, "max_len": max_len})
+        return call, lambda full: [to_json(model_to_page(f[len(prefix):], upp)) for f in full]
+
+    def _plan_sample(self, n, temperature, cls=None, seed=None):
+        """(the `sketchvae.sample.sample` call, page-px answer from its result) for `sample`."""
         self._check_class(cls, required=False)
         classes = [cls] * n if cls is not None else (
             [self.classes[i % len(self.classes)] for i in range(n)] if self.classes else [None] * n)
-        sketches = S.sample(self.sampler, n, temperature, classes=None if not self.classes else classes, seed=seed)
-        return [to_json(centred(model_to_page(s, self.units_per_px(c)))) for s, c in zip(sketches, classes)]
+        upps = [self.units_per_px(c) for c in classes]
+        call = ("sample", {"n": n, "temperature": temperature, "classes": classes if self.classes else None,
+                           "seed": seed})
+        return call, lambda sketches: [to_json(centred(model_to_page(s, u))) for s, u in zip(sketches, upps)]
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int, temperature: float,
                     seed: int | None = None) -> list[list[list[float]]]:

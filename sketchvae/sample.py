@@ -301,33 +301,63 @@ def _stream_noise(gen: torch.Generator, n: int, device, dtype) -> NoiseFn:
 
 
 # ------------------------------------------------------------------------------------------ the loop
-def _rowwise_addmm(bias: Tensor, x: Tensor, w_t: Tensor) -> Tensor:
-    """bias + x @ w_t for x (B, K), w_t (K, N), bias (N,) or (B, N), computed so that each row's result
-    is the same bits whatever the other rows and however many there are.
-
-    x @ w_t itself is not: MKL multiplies a few rows (fewer than 11 to 16, by the shapes) with other
-    kernels than many rows, which round differently.  As (w_t^T @ x^T)^T, the rows become columns of
-    the product, which every batch of two or more columns computes alike (one column would take the
-    matrix-vector kernel, so a single row is paired with a copy of itself).  That is what lets
-    `run_together` pack several calls into one decoder pass and still give each the bits it would get
-    alone (tested in tests/test_sample.py); measured on MKL 2024.2 (AVX-512), no slower than x @ w_t."""
-    one = x.shape[0] == 1
-    if one:
-        x = x.expand(2, x.shape[1])
-        bias = bias.expand(2, bias.shape[-1]) if bias.dim() == 2 else bias
-    b_t = bias.unsqueeze(1) if bias.dim() == 1 else bias.t()  # (N, 1) or (N, B)
-    out = torch.addmm(b_t, w_t.t(), x.t()).t()  # (B, N)
-    return out[:1] if one else out
-
-
 class _ConstantInputLSTMStep:
     """One decoder step of a plain-LSTM decoder with the inputs that never change during a sketch (z,
     the class embedding) multiplied by their input weights once, not at every step.
 
     At the default size that is 128 (+ embedding) of the 645 input+hidden columns of the gate matmul:
     ~20 % of a step's work in the batched loop.  Same function as `SketchRNN.step` in eval mode (dropout
-    off), with every product row by row alike (`_rowwise_addmm`); `available` says whether a model
-    qualifies (nn.LSTM, one layer; "decoder" mode too, with nothing constant to fold in)."""
+    off); `available` says whether a model qualifies (nn.LSTM, one layer, with z or labels)."""
+
+    def __init__(self, model: SketchRNN, z: Tensor | None, labels: Tensor | None):
+        rnn = model.decoder_rnn
+        dtype = model.output.weight.dtype
+        parts = []
+        if model.config.conditional:
+            parts.append(z.to(dtype))
+        if model.class_embed is not None:
+            parts.append(model.class_embed(labels.long().reshape(-1)).to(dtype))
+        w_ih = rnn.weight_ih_l0  # (4H, 5 + N_z + E), gate order i, f, g, o
+        self.bias = torch.addmm(rnn.bias_ih_l0 + rnn.bias_hh_l0, torch.cat(parts, dim=-1), w_ih[:, 5:].t())  # (B, 4H)
+        self.w_x = w_ih[:, :5].t()  # (5, 4H)
+        self.w_h = rnn.weight_hh_l0.t()  # (H, 4H)
+        self.model = model
+
+    @staticmethod
+    def available(model: SketchRNN, constant_inputs: bool = True) -> bool:
+        rnn = model.decoder_rnn
+        return (isinstance(rnn, nn.LSTM) and rnn.num_layers == 1 and rnn.bias and not rnn.bidirectional
+                and rnn.proj_size == 0 and not model.training
+                and (model.config.conditional or model.class_embed is not None or not constant_inputs))
+
+    def keep(self, mask: Tensor) -> None:
+        self.bias = self.bias[mask]
+
+    def __call__(self, prev: Tensor, state):
+        h, c = state  # (1, B, H) each
+        gates = torch.addmm(self.bias, prev, self.w_x).addmm_(h[0], self.w_h)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c1 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
+        h1 = torch.sigmoid(o) * torch.tanh(c1)
+        params, pen_logits = self.model.split_output(self.model.output(h1).unsqueeze(1))
+        return params, pen_logits, (h1.unsqueeze(0), c1.unsqueeze(0))
+
+
+class _RowwiseLSTMStep:
+    """`_ConstantInputLSTMStep`'s function (and `SketchRNN.step`'s, "decoder" mode included) computed so
+    that each row's result is the same bits whatever the other rows and however many there are: what
+    lets `run_together` pack several calls into one decoder pass and still give each call the bits it
+    gets alone (tests/test_run_together.py).
+
+    The usual step is not: MKL multiplies a few rows (fewer than 6 to 16, by the shapes) with other
+    kernels than many rows, which round differently.  Here the rows are the COLUMNS of every product
+    (gates^T (4H, B) = W_x prev^T + W_h h^T + W_c [z; e]^T + b), which MKL computes alike in any batch of
+    two or more columns, and the gate activations run on contiguous (H, B) blocks, all of whose elements
+    take the vectorised loop when H * B is a multiple of 32 (PyTorch's scalar tail rounds exp, tanh
+    differently).  So a single row, and batches of a model with H not a multiple of 32, get zero rows
+    of padding.  The cost: two to four times the usual step for 2 to 6 rows, the same from ~16 rows.
+    Measured with MKL 2024.2 (AVX-512), one thread; another BLAS may need another recipe, which that
+    test would show."""
 
     def __init__(self, model: SketchRNN, z: Tensor | None, labels: Tensor | None, batch_size: int):
         rnn = model.decoder_rnn
@@ -338,44 +368,54 @@ class _ConstantInputLSTMStep:
         if model.class_embed is not None:
             parts.append(model.class_embed(labels.long().reshape(-1)).to(dtype))
         w_ih = rnn.weight_ih_l0  # (4H, 5 + N_z + E), gate order i, f, g, o
-        bias = rnn.bias_ih_l0 + rnn.bias_hh_l0  # (4H,)
+        bias = (rnn.bias_ih_l0 + rnn.bias_hh_l0).unsqueeze(1)  # (4H, 1)
         if parts:
-            self.bias = _rowwise_addmm(bias, torch.cat(parts, dim=-1), w_ih[:, 5:].t())  # (B, 4H)
+            const = torch.cat(parts, dim=-1)  # (B, N_z + E)
+            pad = self._pad(batch_size, 0)
+            if pad:
+                const = torch.cat([const, const.new_zeros(pad, const.shape[1])])
+            self.bias = torch.addmm(bias, w_ih[:, 5:], const.t())[:, :batch_size]  # (4H, B)
         else:
-            self.bias = bias.expand(batch_size, bias.shape[0])
-        self.w_x = w_ih[:, :5].t()  # (5, 4H)
-        self.w_h = rnn.weight_hh_l0.t()  # (H, 4H)
+            self.bias = bias.expand(bias.shape[0], batch_size)
+        self.w_x = w_ih[:, :5]  # (4H, 5)
+        self.w_h = rnn.weight_hh_l0  # (4H, H)
+        self.hidden = rnn.hidden_size
         self.model = model
 
     @staticmethod
     def available(model: SketchRNN) -> bool:
-        rnn = model.decoder_rnn
-        return (isinstance(rnn, nn.LSTM) and rnn.num_layers == 1 and rnn.bias and not rnn.bidirectional
-                and rnn.proj_size == 0 and not model.training)
+        return _ConstantInputLSTMStep.available(model, constant_inputs=False)
+
+    def _pad(self, b: int, hidden: int | None = None) -> int:
+        """Zero rows to add to b rows: at least 2 rows, and H * rows a multiple of 32."""
+        hidden = self.hidden if hidden is None else hidden
+        rows = max(2, b)
+        while hidden and (hidden * rows) % 32:
+            rows += 1
+        return rows - b
 
     def keep(self, mask: Tensor) -> None:
-        self.bias = self.bias[mask]
+        self.bias = self.bias[:, mask]
 
     def __call__(self, prev: Tensor, state):
-        if prev.shape[0] == 1:  # one row is computed as one of two, as in any batch: see _step
-            two = tuple(torch.cat([s, s], 1) for s in state)
-            params, pen_logits, (h1, c1) = self._step(torch.cat([prev, prev]), two, torch.cat([self.bias, self.bias]))
-            return type(params)(*(p[:1] for p in params)), pen_logits[:1], (h1[:, :1], c1[:, :1])
-        return self._step(prev, state, self.bias)
-
-    def _step(self, prev: Tensor, state, bias: Tensor):
-        """The step for B >= 2 rows.  Each row's result is the same bits in any batch of two or more:
-        the products by `_rowwise_addmm`, and the gates' activations run on strided (B, H) slices of
-        `gates`; for a single row the slices would be contiguous, and PyTorch computes sigmoid and tanh
-        of contiguous tensors with other code (MKL's vector math), which rounds differently."""
-        h, c = state  # (1, B, H) each
-        gates = _rowwise_addmm(_rowwise_addmm(bias, prev, self.w_x), h[0], self.w_h)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c1 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
+        b = prev.shape[0]
+        h_t, c_t = (s[0].t() for s in state)  # (H, B) each
+        bias = self.bias
+        pad = self._pad(b)
+        if pad:
+            prev = torch.cat([prev, prev.new_zeros(pad, prev.shape[1])])
+            h_t, c_t, bias = (torch.cat([x, x.new_zeros(x.shape[0], pad)], 1) for x in (h_t, c_t, bias))
+        gates = torch.addmm(bias, self.w_x, prev.t()).addmm_(self.w_h, h_t.contiguous())  # (4H, B)
+        i, f, g, o = gates.chunk(4, dim=0)  # contiguous (H, B) blocks
+        c1 = torch.sigmoid(f) * c_t.contiguous() + torch.sigmoid(i) * torch.tanh(g)
         h1 = torch.sigmoid(o) * torch.tanh(c1)
         out = self.model.output
-        params, pen_logits = self.model.split_output(_rowwise_addmm(out.bias, h1, out.weight.t()).unsqueeze(1))
-        return params, pen_logits, (h1.unsqueeze(0), c1.unsqueeze(0))
+        y = torch.addmm(out.bias.unsqueeze(1), out.weight, h1).t().contiguous()  # (B, 6M + 3), row-major
+        params, pen_logits = self.model.split_output(y.unsqueeze(1))
+        if pad:
+            params, pen_logits = type(params)(*(p[:b] for p in params)), pen_logits[:b]
+            h1, c1 = h1[:, :b], c1[:, :b]
+        return params, pen_logits, (h1.t().unsqueeze(0), c1.t().unsqueeze(0))
 
 
 class _Settings(NamedTuple):
@@ -405,13 +445,15 @@ def _draw_groups(params, pen_logits: Tensor, noise: Tensor | None, group: Tensor
 def _run(model: SketchRNN, prev: Tensor, state, z: Tensor | None, labels: Tensor | None, steps: int,
          noise: NoiseFn | None, temperature: float, greedy: bool, convention: str,
          progress: Callable[[int], None] | None, *, limits: Tensor | None = None,
-         groups: tuple[Tensor, list[_Settings]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+         groups: tuple[Tensor, list[_Settings]] | None = None,
+         rowwise: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Batched decoding of B sketches from `prev` (B, 5) and `state`; returns (rows (B, steps, 3)
     normalised stroke-3 rows, lengths (B,)) on the CPU.  Finished rows are dropped every step.
 
     limits: (B,) most points of each row (<= steps) when they differ (`complete_many`: prompts of
     different lengths); groups: ((B,) group of each row, the settings of each group) when rows are
-    drawn with different temperatures (temperature, greedy and convention are then not used)."""
+    drawn with different temperatures (temperature, greedy and convention are then not used);
+    rowwise: each row's bits independent of the batch (`_RowwiseLSTMStep`; plain one-layer LSTMs only)."""
     bsz = prev.shape[0]
     device = prev.device
     out = torch.zeros(bsz, steps, 3, dtype=prev.dtype, device=device)
@@ -422,7 +464,10 @@ def _run(model: SketchRNN, prev: Tensor, state, z: Tensor | None, labels: Tensor
     else:
         group, settings = groups
     needs_noise = not all(s.greedy for s in settings)
-    fast = _ConstantInputLSTMStep(model, z, labels, bsz) if _ConstantInputLSTMStep.available(model) else None
+    if rowwise:
+        fast = _RowwiseLSTMStep(model, z, labels, bsz) if _RowwiseLSTMStep.available(model) else None
+    else:
+        fast = _ConstantInputLSTMStep(model, z, labels) if _ConstantInputLSTMStep.available(model) else None
     for t in range(steps):
         if fast is not None:
             params, pen_logits, state = fast(prev, state)
@@ -872,9 +917,9 @@ class _PackedNoise:
 def _results(sampler: Sampler, items: list[_Primed]) -> list[list[np.ndarray]]:
     """Run the sampling loop for primed calls, all together in one batch, and finish each call's sketches."""
     model_ = sampler.model
-    if len(items) == 1 or not _ConstantInputLSTMStep.available(model_):  # other cells: no bitwise guarantee
-        decoded = [_run(model_, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None)
-                   for it in items]
+    if len(items) == 1 or not _RowwiseLSTMStep.available(model_):  # other cells: no bitwise guarantee
+        decoded = [_run(model_, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None,
+                        rowwise=True) for it in items]
     else:
         settings = list(dict.fromkeys(it.settings for it in items))
         dev = sampler.device
@@ -887,7 +932,7 @@ def _results(sampler: Sampler, items: list[_Primed]) -> list[list[np.ndarray]]:
         rows, lengths = _run(model_, cat([it.prev for it in items]), state, cat([it.z for it in items]),
                              cat([it.labels for it in items]), max(it.steps for it in items),
                              _PackedNoise(items, dev), 1.0, False, "paper", None, limits=limits,
-                             groups=(group, settings))
+                             groups=(group, settings), rowwise=True)
         bounds = np.cumsum([0] + sizes)
         decoded = [(rows[lo:hi], lengths[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
     out = []
@@ -908,14 +953,16 @@ def run_together(model, calls: list[tuple[str, dict]]) -> list[list[np.ndarray]]
     """Several `complete` and `sample` calls decoded in ONE batch: what serving many requests at once
     needs (`sketchvae serve` packs the requests that arrive within a few milliseconds).
 
-    calls: ("complete" | "sample", keyword arguments of that function), e.g. ("complete", {"partial_sketch":
-    s, "n": 6, "temperature": 0.4, "seed": 3}); different partial sketches, n, temperatures, classes
-    and seeds mix freely ("sample": n up to 4096).  Returns each call's result, bit for bit what the
-    call made alone returns (with a seed): every call is primed alone (encoder, teacher forcing over
-    its partial sketch, its own generator for z and every draw), rows stop at their own call's
-    max_len, and every product in the loop computes a row the same way whatever the batch
-    (`_rowwise_addmm`).  Models whose decoder is not a one-layer plain LSTM (layer-norm, hyper cells)
-    decode the calls one after another.  A bad call raises its ValueError before anything is decoded.
+    calls: ("complete" | "sample", keyword arguments of that function), e.g. ("complete",
+    {"partial_sketch": s, "n": 6, "temperature": 0.4, "seed": 3}); different partial sketches, n,
+    temperatures, classes and seeds mix freely ("sample": n up to 4096).  Returns each call's result,
+    bit for bit what `run_together` returns for that call alone (with a seed): every call is primed
+    alone (encoder, teacher forcing over its partial sketch, its own generator for z and every draw),
+    rows stop at their own call's max_len, and the loop computes each row the same way whatever the
+    batch (`_RowwiseLSTMStep`; so the bits may differ from `complete` / `sample`'s, whose step is
+    faster for a few rows, by float32 rounding).  Models whose decoder is not a one-layer plain LSTM
+    (layer-norm, hyper cells) decode the calls one after another, exactly as `complete` / `sample`.
+    A bad call raises its ValueError before anything is decoded.
     """
     sampler = _as_sampler(model)
     items = []

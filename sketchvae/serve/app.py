@@ -18,8 +18,9 @@ dropped without sampling.
 Dynamic batching (`batch_window_ms` > 0): a complete or sample request waits up to that long for
 others to the same model; when the window has passed and a worker is free, all the requests waiting
 for that model (up to `MAX_BATCH_ROWS` sketches) are sampled in one decoder pass
-(`ServedModel.run_batch`), each answer bit for bit what the request alone gets with its seed.
-Interpolations are not batched.
+(`ServedModel.run_batch`), each answer bit for bit what the request gets when it is alone in its
+pass, with its seed (with batching off the answers come from `complete` / `sample` directly, equal up
+to float32 rounding).  Interpolations are not batched.
 """
 
 from __future__ import annotations
@@ -269,4 +270,5 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.models = models
+    app.state.admitted = admitted  # [requests waiting or being sampled now]
     return app

@@ -31,7 +31,7 @@ put back on the way out: completions continue from the drawing's last point, who
 (sample, interpolate) are centred on the canvas.
 
 Batching: `ServedModel.run_batch` answers several `complete` / `sample` requests with one decoder pass
-(`sketchvae.sample.run_together`), each answer bit for bit what the request alone gets with its seed;
+(`sketchvae.sample.run_together`), each answer bit for bit what the request gets alone with its seed;
 `sketchvae serve` packs the requests that arrive within a few milliseconds (see `app`).
 
 Thread safety: the operations only read the model (inference mode, a generator per call), so
@@ -209,9 +209,10 @@ class ServedModel:
 
     def run_batch(self, jobs: list[tuple[str, dict]]) -> list:
         """Several `complete` / `sample` calls (method name, keyword arguments) sampled in ONE decoder
-        pass (`sketchvae.sample.run_together`): each answer is what the method called alone returns, bit
-        for bit with the same seed.  Returns, per job, its answer or the ValueError (ModelError) that
-        the method alone would raise; the other jobs are answered all the same."""
+        pass (`sketchvae.sample.run_together`): each answer is bit for bit what `run_batch` gives that
+        job alone with the same seed (and what the method gives, up to float32 rounding).  Returns,
+        per job, its answer or the ValueError (ModelError) that the method would raise; the other
+        jobs are answered all the same."""
         from sketchvae import sample as S
 
         results: list = [None] * len(jobs)

@@ -359,28 +359,33 @@ class _RowwiseLSTMStep:
     Measured with MKL 2024.2 (AVX-512), one thread; another BLAS may need another recipe, which that
     test would show."""
 
-    def __init__(self, model: SketchRNN, z: Tensor | None, labels: Tensor | None, batch_size: int):
+    def __init__(self, model: SketchRNN):
         rnn = model.decoder_rnn
-        dtype = model.output.weight.dtype
-        parts = []
-        if model.config.conditional:
-            parts.append(z.to(dtype))
-        if model.class_embed is not None:
-            parts.append(model.class_embed(labels.long().reshape(-1)).to(dtype))
-        w_ih = rnn.weight_ih_l0  # (4H, 5 + N_z + E), gate order i, f, g, o
-        bias = (rnn.bias_ih_l0 + rnn.bias_hh_l0).unsqueeze(1)  # (4H, 1)
-        if parts:
-            const = torch.cat(parts, dim=-1)  # (B, N_z + E)
-            pad = self._pad(batch_size, 0)
-            if pad:
-                const = torch.cat([const, const.new_zeros(pad, const.shape[1])])
-            self.bias = torch.addmm(bias, w_ih[:, 5:], const.t())[:, :batch_size]  # (4H, B)
-        else:
-            self.bias = bias.expand(bias.shape[0], batch_size)
-        self.w_x = w_ih[:, :5]  # (4H, 5)
+        self.w_x = rnn.weight_ih_l0[:, :5]  # (4H, 5), gate order i, f, g, o
+        self.w_c = rnn.weight_ih_l0[:, 5:]  # (4H, N_z + E), for the inputs constant during a sketch
         self.w_h = rnn.weight_hh_l0  # (4H, H)
         self.hidden = rnn.hidden_size
         self.model = model
+        self.bias = (rnn.bias_ih_l0 + rnn.bias_hh_l0).unsqueeze(1)[:, :0]  # (4H, B): no rows yet
+
+    def add(self, z: Tensor | None, labels: Tensor | None, n: int) -> None:
+        """n rows join (after the others), with their z (n, N_z) and labels (n,) as the model's mode needs."""
+        rnn, dtype = self.model.decoder_rnn, self.model.output.weight.dtype
+        bias = (rnn.bias_ih_l0 + rnn.bias_hh_l0).unsqueeze(1)  # (4H, 1)
+        parts = []
+        if self.model.config.conditional:
+            parts.append(z.to(dtype))
+        if self.model.class_embed is not None:
+            parts.append(self.model.class_embed(labels.long().reshape(-1)).to(dtype))
+        if parts:
+            const = torch.cat(parts, dim=-1)  # (n, N_z + E)
+            pad = self._pad(n, 0)
+            if pad:
+                const = torch.cat([const, const.new_zeros(pad, const.shape[1])])
+            new = torch.addmm(bias, self.w_c, const.t())[:, :n]  # (4H, n)
+        else:
+            new = bias.expand(bias.shape[0], n)
+        self.bias = torch.cat([self.bias, new], dim=1)
 
     @staticmethod
     def available(model: SketchRNN) -> bool:
@@ -444,47 +449,31 @@ def _draw_groups(params, pen_logits: Tensor, noise: Tensor | None, group: Tensor
 @torch.inference_mode()
 def _run(model: SketchRNN, prev: Tensor, state, z: Tensor | None, labels: Tensor | None, steps: int,
          noise: NoiseFn | None, temperature: float, greedy: bool, convention: str,
-         progress: Callable[[int], None] | None, *, limits: Tensor | None = None,
-         groups: tuple[Tensor, list[_Settings]] | None = None,
-         rowwise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+         progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
     """Batched decoding of B sketches from `prev` (B, 5) and `state`; returns (rows (B, steps, 3)
-    normalised stroke-3 rows, lengths (B,)) on the CPU.  Finished rows are dropped every step.
-
-    limits: (B,) most points of each row (<= steps) when they differ (`complete_many`: prompts of
-    different lengths); groups: ((B,) group of each row, the settings of each group) when rows are
-    drawn with different temperatures (temperature, greedy and convention are then not used);
-    rowwise: each row's bits independent of the batch (`_RowwiseLSTMStep`; plain one-layer LSTMs only)."""
+    normalised stroke-3 rows, lengths (B,)) on the CPU.  Finished rows are dropped every step."""
     bsz = prev.shape[0]
     device = prev.device
     out = torch.zeros(bsz, steps, 3, dtype=prev.dtype, device=device)
-    lengths = torch.full((bsz,), steps, dtype=torch.int64, device=device) if limits is None else limits.clone()
+    lengths = torch.full((bsz,), steps, dtype=torch.int64, device=device)
     alive = torch.arange(bsz, device=device)
-    if groups is None:
-        group, settings = None, [_Settings(temperature, greedy, convention)]
-    else:
-        group, settings = groups
-    needs_noise = not all(s.greedy for s in settings)
-    if rowwise:
-        fast = _RowwiseLSTMStep(model, z, labels, bsz) if _RowwiseLSTMStep.available(model) else None
-    else:
-        fast = _ConstantInputLSTMStep(model, z, labels) if _ConstantInputLSTMStep.available(model) else None
+    fast = _ConstantInputLSTMStep(model, z, labels) if _ConstantInputLSTMStep.available(model) else None
     for t in range(steps):
         if fast is not None:
             params, pen_logits, state = fast(prev, state)
         else:
             params, pen_logits, state = model.step(prev, z, labels, state)
         params = params.select((slice(None), 0))  # fields (b, M)
-        row = _draw_groups(params, pen_logits[:, 0], noise(t, alive) if needs_noise else None, group,
-                           settings)  # (b, 5)
+        row = draw(params, pen_logits[:, 0], None if greedy else noise(t, alive), temperature,
+                   greedy=greedy, convention=convention)  # (b, 5)
         out[alive, t, 0:2] = row[:, 0:2]
         out[alive, t, 2] = row[:, 3]
         ended = row[:, 4] > 0.5
-        done = ended if limits is None else ended | (lengths[alive] == t + 1)  # ended or at its limit
-        if bool(done.any()):  # one host sync per step
+        if bool(ended.any()):  # one host sync per step
             lengths[alive[ended]] = t
-            keep = ~done
+            keep = ~ended
             if progress is not None:
-                progress(int(done.sum()))
+                progress(int(ended.sum()))
             if not bool(keep.any()):
                 break
             alive, row = alive[keep], row[keep]
@@ -493,7 +482,6 @@ def _run(model: SketchRNN, prev: Tensor, state, z: Tensor | None, labels: Tensor
                 fast.keep(keep)
             z = None if z is None else z[keep]
             labels = None if labels is None else labels[keep]
-            group = None if group is None else group[keep]
         prev = row
     else:
         if progress is not None:
@@ -819,9 +807,10 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
     max_len: most points of a completed sketch, prefix included (default config.max_seq_len).
     """
     sampler = _as_sampler(model)
-    return _results(sampler, [_prime_completion(sampler, partial_sketch, n, temperature, classes=classes,
-                                                greedy=greedy, z_source=z_source, seed=seed, max_len=max_len,
-                                                convention=convention)])[0]
+    it = _prime_completion(sampler, partial_sketch, n, temperature, classes=classes, greedy=greedy,
+                           z_source=z_source, seed=seed, max_len=max_len, convention=convention)
+    rows, lengths = _run(sampler.model, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None)
+    return _results_of(it, rows, lengths, sampler.scale_factor)
 
 
 def _prime_completion(sampler: Sampler, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None,
@@ -880,7 +869,7 @@ def _prime_sample(sampler: Sampler, n: int = 1, temperature: float = 0.4, z=None
 
 
 class _Primed(NamedTuple):
-    """One call's sketches ready for the sampling loop, alone or packed with other calls' (`_results`)."""
+    """One call's sketches ready for the sampling loop (the state after its partial sketch)."""
     prev: Tensor  # (n, 5) the row each sketch continues from
     state: tuple  # (h, c) each (1, n, H), the decoder state after it
     z: Tensor | None  # (n, z_size)
@@ -891,90 +880,182 @@ class _Primed(NamedTuple):
     partial: np.ndarray | None  # completion: the partial sketch (original units), put in front of each result
 
 
-class _PackedNoise:
-    """The random draws of packed calls: each call's rows get the draws of its own generator, made for all
-    its rows at every step while any of them is alive (as alone), so a row's draws do not depend on the
-    other calls.  `rows` are indices into the packed batch, in order."""
-
-    def __init__(self, items: list[_Primed], device):
-        sizes = [it.prev.shape[0] for it in items]
-        self.fns = [it.noise for it in items]
-        self.all_rows = [torch.arange(k, device=device) for k in sizes]
-        self.owner = torch.repeat_interleave(torch.arange(len(items), device=device),
-                                             torch.tensor(sizes, device=device))
-        self.alive_calls, self.seen = [True] * len(items), sum(sizes)
-
-    def __call__(self, step: int, rows: Tensor) -> Tensor:
-        if rows.numel() != self.seen:  # rows were dropped: which calls still have some
-            self.seen = rows.numel()
-            counts = torch.bincount(self.owner[rows], minlength=len(self.fns))
-            self.alive_calls = (counts > 0).tolist()
-        parts = [fn(step, all_rows) if alive else torch.zeros(all_rows.numel(), 4, device=all_rows.device)
-                 for fn, all_rows, alive in zip(self.fns, self.all_rows, self.alive_calls)]
-        return torch.cat(parts).to(parts[0].dtype)[rows] if len(parts) > 1 else parts[0][rows]
+def _results_of(item: _Primed, rows: np.ndarray, lengths: np.ndarray, scale: float) -> list[np.ndarray]:
+    """The stroke-3 results of a primed call from its decoded rows (the partial sketch in front)."""
+    sketches = _finish(rows, lengths, scale)
+    if item.partial is not None:
+        sketches = [np.concatenate([item.partial, tail]).astype(np.float32) for tail in sketches]
+        for full in sketches:
+            full[-1, 2] = 1.0
+    return sketches
 
 
-def _results(sampler: Sampler, items: list[_Primed]) -> list[list[np.ndarray]]:
-    """Run the sampling loop for primed calls, all together in one batch, and finish each call's sketches."""
-    model_ = sampler.model
-    if len(items) == 1 or not _RowwiseLSTMStep.available(model_):  # other cells: no bitwise guarantee
-        decoded = [_run(model_, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None,
-                        rowwise=True) for it in items]
-    else:
-        settings = list(dict.fromkeys(it.settings for it in items))
-        dev = sampler.device
-        sizes = [it.prev.shape[0] for it in items]
-        cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
-        limits = torch.cat([torch.full((k,), it.steps, dtype=torch.int64, device=dev) for k, it in zip(sizes, items)])
-        group = torch.cat([torch.full((k,), settings.index(it.settings), dtype=torch.int64, device=dev)
-                           for k, it in zip(sizes, items)])
-        state = tuple(torch.cat([it.state[j] for it in items], dim=1) for j in range(2))
-        rows, lengths = _run(model_, cat([it.prev for it in items]), state, cat([it.z for it in items]),
-                             cat([it.labels for it in items]), max(it.steps for it in items),
-                             _PackedNoise(items, dev), 1.0, False, "paper", None, limits=limits,
-                             groups=(group, settings), rowwise=True)
-        bounds = np.cumsum([0] + sizes)
-        decoded = [(rows[lo:hi], lengths[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    out = []
-    for it, (rows, lengths) in zip(items, decoded):
-        sketches = _finish(rows, lengths, sampler.scale_factor)
-        if it.partial is not None:
-            sketches = [np.concatenate([it.partial, tail]).astype(np.float32) for tail in sketches]
-            for full in sketches:
-                full[-1, 2] = 1.0
-        out.append(sketches)
-    return out
+class _Member:
+    """A call in a `ContinuousBatch`: its rows' results so far."""
+
+    def __init__(self, item: _Primed, tag, rows: Tensor):
+        self.item, self.tag = item, tag
+        n = item.prev.shape[0]
+        self.out = torch.zeros(n, item.steps, 3, dtype=item.prev.dtype, device=item.prev.device)
+        self.lengths = np.full(n, item.steps, dtype=np.int64)
+        self.alive = n
+        self.t = 0  # the call's own step
+        self.all_rows = rows  # arange(n)
+
+
+class ContinuousBatch:
+    """Calls of `complete` / `sample` decoded together, one step at a time, calls joining between steps
+    and leaving as soon as their own sketches have ended (continuous batching, as `sketchvae serve`
+    does with concurrent requests).
+
+        batch = ContinuousBatch(sampler)
+        batch.add("complete", {"partial_sketch": s, "n": 6, "seed": 3}, tag="a")
+        while batch.rows:
+            for tag, sketches in batch.step():   # the calls that finished at this step
+                ...
+
+    Each call's result is bit for bit what it gets alone in a batch (`run_together([call])`) with
+    its seed, whoever else is in the batch and whenever it joined: every call is primed alone
+    (encoder, teacher forcing over its partial sketch, its own generator for z and every draw,
+    drawn for all its rows at each of its own steps), rows stop at their own call's max_len, and the
+    step computes each row the same way whatever the batch (`_RowwiseLSTMStep`; so the bits may
+    differ from `complete` / `sample`'s, whose step is faster for a few rows, by float32 rounding).
+    Only one-layer plain-LSTM decoders can be packed (`packable`); `run_together` decodes the calls
+    of other models one after another.  Not thread-safe: one thread drives a batch.
+    """
+
+    def __init__(self, model):
+        self.sampler = _as_sampler(model)
+        if not self.packable(self.sampler):
+            raise ValueError("only one-layer plain-LSTM decoders (cell 'lstm') can be decoded in a continuous "
+                             "batch")
+        model_ = self.sampler.model
+        model_.eval()
+        self.step_fn = _RowwiseLSTMStep(model_)
+        dev = self.sampler.device
+        self.prev = torch.zeros(0, 5, dtype=model_.output.weight.dtype, device=dev)
+        self.state = tuple(torch.zeros(1, 0, model_.config.dec_rnn_size, dtype=self.prev.dtype, device=dev)
+                           for _ in range(2))
+        self.members: list[_Member] = []  # the calls with rows alive, in row order
+        self.row_member = torch.zeros(0, dtype=torch.int64, device=dev)  # index into members, per row
+        self.row_local = torch.zeros(0, dtype=torch.int64, device=dev)  # row index within its call
+        self.group = torch.zeros(0, dtype=torch.int64, device=dev)  # index into settings, per row
+        self.settings: list[_Settings] = []
+
+    @staticmethod
+    def packable(model) -> bool:
+        return _RowwiseLSTMStep.available(_as_sampler(model).model)
+
+    @property
+    def rows(self) -> int:
+        """Rows (sketches) being decoded."""
+        return int(self.prev.shape[0])
+
+    def add(self, kind: str, kwargs: dict, tag=None) -> None:
+        """A call joins: `kind` "complete" or "sample" with that function's keyword arguments (sample: n up
+        to its chunk size); `tag` comes back with its result.  A bad call raises its ValueError here."""
+        if kind not in CALLS:
+            raise ValueError(f"unknown kind {kind!r}; choose from {tuple(CALLS)}")
+        item = CALLS[kind](self.sampler, **kwargs)
+        n, dev = item.prev.shape[0], self.sampler.device
+        with torch.inference_mode():
+            self.step_fn.add(item.z, item.labels, n)
+        if item.settings not in self.settings:
+            self.settings.append(item.settings)
+        self.prev = torch.cat([self.prev, item.prev])
+        self.state = tuple(torch.cat([s, t.to(s.dtype)], dim=1) for s, t in zip(self.state, item.state))
+        self.row_member = torch.cat([self.row_member, torch.full((n,), len(self.members), device=dev)])
+        self.row_local = torch.cat([self.row_local, torch.arange(n, device=dev)])
+        self.group = torch.cat([self.group, torch.full((n,), self.settings.index(item.settings), device=dev)])
+        self.members.append(_Member(item, tag, torch.arange(n, device=dev)))
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[object, list[np.ndarray]]]:
+        """One decoder step for every row; returns (tag, result) of the calls whose sketches have all ended."""
+        if not self.rows:
+            return []
+        params, pen_logits, self.state = self.step_fn(self.prev, self.state)
+        params = params.select((slice(None), 0))  # fields (b, M)
+        noise = torch.cat([m.item.noise(m.t, m.all_rows) for m in self.members])  # each call's draws, all rows
+        offsets = torch.tensor(np.cumsum([0] + [len(m.lengths) for m in self.members[:-1]]), device=noise.device)
+        noise = noise[offsets[self.row_member] + self.row_local]
+        row = _draw_groups(params, pen_logits[:, 0], noise, self.group, self.settings)  # (b, 5)
+        for k, m in enumerate(self.members):  # few calls: one write per call
+            mine = (self.row_member == k).nonzero().squeeze(1)
+            local = self.row_local[mine]
+            m.out[local, m.t, 0:2] = row[mine, 0:2]
+            m.out[local, m.t, 2] = row[mine, 3]
+        done = row[:, 4] > 0.5
+        ended = done.nonzero().squeeze(1).tolist()
+        for r in ended:
+            m = self.members[int(self.row_member[r])]
+            m.lengths[int(self.row_local[r])] = m.t
+            m.alive -= 1
+        finished = []
+        for k, m in enumerate(self.members):
+            m.t += 1
+            if m.alive and m.t == m.item.steps:  # at its max_len: the rest of its rows stop here
+                done |= self.row_member == k
+                m.alive = 0
+        self.prev = row
+        if bool(done.any()):
+            gone = [k for k, m in enumerate(self.members) if not m.alive]
+            finished = [(self.members[k].tag, self._result(self.members[k])) for k in gone]
+            self._remove(~done, gone)
+        return finished
+
+    def drop(self, tag) -> None:
+        """The call tagged `tag` leaves now, unfinished (its client has gone); no result comes back."""
+        for k, m in enumerate(self.members):
+            if m.tag is tag:
+                self._remove(self.row_member != k, [k])
+                return
+
+    def _result(self, m: _Member) -> list[np.ndarray]:
+        return _results_of(m.item, m.out.float().cpu().numpy(), m.lengths, self.sampler.scale_factor)
+
+    def _remove(self, keep: Tensor, gone: list[int]) -> None:
+        """Keep the rows in `keep` (b,) and forget the members `gone` (whose rows are all outside it)."""
+        if gone:  # renumber the members that stay
+            stay = [k for k in range(len(self.members)) if k not in gone]
+            renumber = torch.full((len(self.members),), -1, dtype=torch.int64, device=keep.device)
+            renumber[stay] = torch.arange(len(stay), device=keep.device)
+            self.row_member = renumber[self.row_member]
+            self.members = [self.members[k] for k in stay]
+        self.prev, self.row_member, self.row_local, self.group = (
+            x[keep] for x in (self.prev, self.row_member, self.row_local, self.group))
+        self.state = tuple(s[:, keep] for s in self.state)
+        self.step_fn.keep(keep)
 
 
 CALLS = {"complete": _prime_completion, "sample": _prime_sample}
 
 
 def run_together(model, calls: list[tuple[str, dict]]) -> list[list[np.ndarray]]:
-    """Several `complete` and `sample` calls decoded in ONE batch: what serving many requests at once
-    needs (`sketchvae serve` packs the requests that arrive within a few milliseconds).
-
-    calls: ("complete" | "sample", keyword arguments of that function), e.g. ("complete",
-    {"partial_sketch": s, "n": 6, "temperature": 0.4, "seed": 3}); different partial sketches, n,
-    temperatures, classes and seeds mix freely ("sample": n up to 4096).  Returns each call's result,
-    bit for bit what `run_together` returns for that call alone (with a seed): every call is primed
-    alone (encoder, teacher forcing over its partial sketch, its own generator for z and every draw),
-    rows stop at their own call's max_len, and the loop computes each row the same way whatever the
-    batch (`_RowwiseLSTMStep`; so the bits may differ from `complete` / `sample`'s, whose step is
-    faster for a few rows, by float32 rounding).  Models whose decoder is not a one-layer plain LSTM
+    """Several `complete` and `sample` calls decoded together (a `ContinuousBatch` that they all join
+    at once): calls = [("complete" | "sample", keyword arguments of that function), ...], e.g.
+    ("complete", {"partial_sketch": s, "n": 6, "temperature": 0.4, "seed": 3}); different partial
+    sketches, n, temperatures, classes and seeds mix freely.  Returns each call's result, bit for bit
+    what `run_together` gives that call alone (see `ContinuousBatch`).  Models that cannot be packed
     (layer-norm, hyper cells) decode the calls one after another, exactly as `complete` / `sample`.
-    A bad call raises its ValueError before anything is decoded.
+    With packable models a bad call raises its ValueError before anything is decoded.
     """
     sampler = _as_sampler(model)
-    items = []
-    for k, (kind, kwargs) in enumerate(calls):
+    for k, (kind, _) in enumerate(calls):
         if kind not in CALLS:
             raise ValueError(f"call {k}: unknown kind {kind!r}; choose from {tuple(CALLS)}")
-        items.append(CALLS[kind](sampler, **kwargs))
-    if not items:
-        return []
-    return _results(sampler, items)
+    if not ContinuousBatch.packable(sampler):
+        return [{"complete": complete, "sample": sample}[kind](sampler, **kwargs) for kind, kwargs in calls]
+    batch = ContinuousBatch(sampler)
+    for k, (kind, kwargs) in enumerate(calls):
+        batch.add(kind, kwargs, tag=k)
+    results: list = [None] * len(calls)
+    while batch.rows:
+        for k, sketches in batch.step():
+            results[k] = sketches
+    return results
 
 
 __all__ = ["Sampler", "load", "sampler_from_checkpoint", "sample", "sample_sequential", "draw", "encode",
            "mean_latent", "reconstruct", "analogy", "interpolate", "interpolation_strip", "complete", "run_together",
-           "class_index"]
+           "ContinuousBatch", "class_index"]

@@ -78,14 +78,15 @@ def assert_identical(together, separately) -> None:
 
 
 def spy_batches(monkeypatch) -> list[int]:
+    """Records the rows of every decoder step of the packed batches."""
     sizes = []
-    real = S._run
+    real = S._RowwiseLSTMStep.__call__
 
-    def spy(model_, prev, *a, **k):
+    def spy(self, prev, state):
         sizes.append(prev.shape[0])
-        return real(model_, prev, *a, **k)
+        return real(self, prev, state)
 
-    monkeypatch.setattr(S, "_run", spy)
+    monkeypatch.setattr(S._RowwiseLSTMStep, "__call__", spy)
     return sizes
 
 
@@ -96,7 +97,7 @@ def test_calls_decoded_together_equal_each_call_alone_bit_for_bit(monkeypatch, m
     separately = alone(sp, calls)
     sizes = spy_batches(monkeypatch)
     together = S.run_together(sp, calls)
-    assert sizes == [sum(kw["n"] for _, kw in calls)], "the calls were not decoded in one batch"
+    assert sizes[0] == sum(kw["n"] for _, kw in calls), "the calls were not decoded in one batch"
     assert_identical(together, separately)
     lengths = {len(s) for result in separately for s in result}
     assert len(lengths) > 3, f"the sketches should end at different steps to test dropping rows: {lengths}"
@@ -115,7 +116,7 @@ def test_shipped_sheep_together_equals_alone(monkeypatch):
     separately = alone(sp, calls)
     sizes = spy_batches(monkeypatch)
     assert_identical(S.run_together(sp, calls), separately)
-    assert len(sizes) == 1
+    assert sizes[0] == sum(kw["n"] for _, kw in calls)
 
 
 def test_other_cells_decode_the_calls_one_after_another(monkeypatch):
@@ -124,7 +125,7 @@ def test_other_cells_decode_the_calls_one_after_another(monkeypatch):
     separately = by_the_functions(sp, calls)  # the same code as complete / sample: the same bits
     sizes = spy_batches(monkeypatch)
     assert_identical(S.run_together(sp, calls), separately)
-    assert sizes == [kw["n"] for _, kw in calls]
+    assert sizes == [] and not S.ContinuousBatch.packable(sp)
 
 
 @pytest.mark.parametrize("mode,dec", [("vae", 24), ("class_vae", 24), ("decoder", 256)])
@@ -137,18 +138,44 @@ def test_rowwise_step_is_the_model_step_and_ignores_the_batch(mode, dec):
     prev = torch.randn(b, 5, generator=g)
     state = tuple(torch.randn(1, b, dec, generator=g) for _ in range(2))
     with torch.inference_mode():
-        full = S._RowwiseLSTMStep(m, z, labels, b)(prev, state)
+        step = S._RowwiseLSTMStep(m)
+        step.add(z, labels, b)
+        full = step(prev, state)
         ref = m.step(prev, z, labels, state)
         for x, y in zip((*full[0], full[1], *full[2]), (*ref[0], ref[1], *ref[2])):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
         for lo, hi in [(0, 1), (7, 8), (3, 5), (10, 21), (1, 40), (5, 11)]:
             rows = slice(lo, hi)
-            part = S._RowwiseLSTMStep(m, None if z is None else z[rows], None if labels is None else labels[rows],
-                                      hi - lo)(prev[rows], tuple(s[:, rows] for s in state))
+            step = S._RowwiseLSTMStep(m)
+            step.add(None if z is None else z[rows], None if labels is None else labels[rows], hi - lo)
+            part = step(prev[rows], tuple(s[:, rows] for s in state))
             for x, y in zip((*full[0], full[1]), (*part[0], part[1])):
                 assert torch.equal(x[rows], y), (lo, hi)
             for x, y in zip(full[2], part[2]):
                 assert torch.equal(x[:, rows], y), (lo, hi)
+
+
+@pytest.mark.parametrize("mode", ["class_vae", "decoder"])
+def test_calls_joining_a_running_batch_get_their_bits_alone(mode):
+    """Continuous batching: calls join between steps and leave when their sketches have ended."""
+    sp = model(mode)
+    calls = mixed_calls(sp, 10.0)
+    separately = alone(sp, calls)
+    batch = S.ContinuousBatch(sp)
+    joins = {0: [0, 1], 3: [2], 4: [3, 4], 11: [5], 30: [6]}  # step -> calls joining before it
+    results, left_at, sizes = {}, {}, []
+    for t in range(200):
+        for k in joins.get(t, []):
+            batch.add(*calls[k], tag=k)
+        if not batch.rows and t > max(joins):
+            break
+        sizes.append(batch.rows)
+        for k, sketches in batch.step():
+            results[k], left_at[k] = sketches, t
+    assert sorted(results) == list(range(len(calls)))
+    assert_identical([results[k] for k in range(len(calls))], separately)
+    assert len(set(left_at.values())) > 2 and max(sizes) > max(kw["n"] for _, kw in calls)
+    assert batch.step() == [] and batch.rows == 0
 
 
 def test_together_is_complete_and_sample_up_to_rounding():

@@ -313,12 +313,13 @@ def test_wrong_paths_and_methods_get_json_errors(client):
     assert r.status_code == 404
 
 
-# with batching (the default) complete and sample reach the model through run_batch, not the method itself
+# with batching (the default) complete and sample reach the model through its decoding thread, which
+# plans each request with _plan_METHOD (in that thread), not through the method itself
 BATCHING = pytest.mark.parametrize("window", [0, 5], ids=["unbatched", "batched"])
 
 
 def _entry(window: float, method: str) -> str:
-    return method if window == 0 else "run_batch"
+    return method if window == 0 else f"_plan_{method}"
 
 
 @BATCHING
@@ -410,6 +411,7 @@ def test_requests_abandoned_while_waiting_for_a_worker_are_not_sampled(served, m
             assert started.wait(20)
             with pytest.raises(httpx.TimeoutException):  # waits for the only worker, then gives up
                 httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 2}, timeout=0.5)
+            threading.Event().wait(0.2)  # for the server to hear that the client has gone
             release.set()
             assert first.result().status_code == 200
         # the abandoned request never reached the model; a new one does

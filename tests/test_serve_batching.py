@@ -51,18 +51,32 @@ def requests_mix() -> list[tuple[str, dict]]:
     return out
 
 
-def spy_passes(monkeypatch, served) -> list[list[dict]]:
-    """Records the jobs of every run_batch pass (one list per pass)."""
-    passes = []
+def spy_submits(monkeypatch, served) -> list[list[dict]]:
+    """Records the jobs of every hand-over to a decoding thread (one list per submit)."""
+    submits = []
     for model in served.values():
-        real = model.run_batch
+        real = model.submit
 
-        def spy(jobs, real=real):
-            passes.append([args for _, args in jobs])
-            return real(jobs)
+        def spy(jobs, *a, real=real):
+            submits.append([args for _, args, _ in jobs])
+            return real(jobs, *a)
 
-        monkeypatch.setattr(model, "run_batch", spy)
-    return passes
+        monkeypatch.setattr(model, "submit", spy)
+    return submits
+
+
+def spy_rows(monkeypatch) -> list[int]:
+    from sketchvae import sample as S
+
+    rows = []
+    real = S.ContinuousBatch.step
+
+    def spy(self):
+        rows.append(self.rows)
+        return real(self)
+
+    monkeypatch.setattr(S.ContinuousBatch, "step", spy)
+    return rows
 
 
 def alone(served, endpoint: str, body: dict):
@@ -74,10 +88,10 @@ def alone(served, endpoint: str, body: dict):
     return answer
 
 
-def test_concurrent_requests_share_passes_and_get_their_answers_alone(served, monkeypatch):
+def test_concurrent_requests_are_decoded_together_and_get_their_answers_alone(served, monkeypatch):
     mix = requests_mix()
     expected = [alone(served, e, b) for e, b in mix]
-    passes = spy_passes(monkeypatch, served)
+    submits, rows = spy_submits(monkeypatch, served), spy_rows(monkeypatch)
     barrier = threading.Barrier(len(mix))
 
     def send(item):
@@ -90,9 +104,8 @@ def test_concurrent_requests_share_passes_and_get_their_answers_alone(served, mo
             answers = list(pool.map(send, mix))
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
     assert [r.json()["sketches"] for r in answers] == expected
-    assert max(len(p) for p in passes) > 1, f"no pass held more than one request: {passes}"
-    assert sum(len(p) for p in passes) == len(mix) and len(passes) < len(mix)
-    assert all(len({id(a) for a in p}) == len(p) for p in passes)
+    assert sum(len(p) for p in submits) == len(mix) and max(len(p) for p in submits) > 1, submits
+    assert max(rows) > max(b["n"] for _, b in mix), "no decoder step held more than one request"
 
 
 def test_a_bad_request_in_a_pass_fails_alone(served):
@@ -108,39 +121,52 @@ def test_a_bad_request_in_a_pass_fails_alone(served):
         model.run_batch([("interpolate", {})])
 
 
-def _blocked_first_pass(monkeypatch, model):
-    """Make the model's first run_batch wait for `release`; returns (started, release, passes)."""
-    started, release, passes = threading.Event(), threading.Event(), []
-    real = model.run_batch
+def test_requests_given_up_are_dropped_before_and_during_decoding(served, monkeypatch):
+    from sketchvae import sample as S
 
-    def gated(jobs):
-        passes.append([args["n"] for _, args in jobs])
-        if len(passes) == 1:
+    model = served["decoder"]
+    planned, dropped, answered = [], [], []
+    started, release = threading.Event(), threading.Event()
+    real_plan, real_step, real_drop = model._plan_sample, S.ContinuousBatch.step, S.ContinuousBatch.drop
+
+    def plan(n, *a, **k):
+        planned.append(n)
+        return real_plan(n, *a, **k)
+
+    def step(self):  # the decoding thread stops at its first step until released
+        if not started.is_set():
             started.set()
             release.wait(30)
-        return real(jobs)
+        out = real_step(self)
+        answered.extend(sum(len(sk) for sk in [r]) for _, r in out)
+        return out
 
-    monkeypatch.setattr(model, "run_batch", gated)
-    return started, release, passes
+    def drop(self, tag):
+        dropped.append(tag[0].args["n"])
+        return real_drop(self, tag)
 
-
-def test_a_request_given_up_on_is_dropped_from_its_pass(served, monkeypatch):
-    started, release, passes = _blocked_first_pass(monkeypatch, served["decoder"])
-    with ServerThread(create_app(served, workers=1, batch_window_ms=5)) as url:
+    monkeypatch.setattr(model, "_plan_sample", plan)
+    monkeypatch.setattr(S.ContinuousBatch, "step", step)
+    monkeypatch.setattr(S.ContinuousBatch, "drop", drop)
+    with ServerThread(create_app(served, batch_window_ms=5)) as url:
         with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(httpx.post, f"{url}/api/sample", json={"model": "decoder", "n": 1}, timeout=60)
-            assert started.wait(20)
-            with pytest.raises(httpx.TimeoutException):  # waits behind the first pass, then gives up
+            with pytest.raises(httpx.TimeoutException):  # joins the batch, which is held, and gives up
+                httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 1}, timeout=0.5)
+            assert started.is_set()
+            with pytest.raises(httpx.TimeoutException):  # waits for the next step, gives up before it
                 httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 2}, timeout=0.5)
             stays = pool.submit(httpx.post, f"{url}/api/sample", json={"model": "decoder", "n": 3}, timeout=60)
+            threading.Event().wait(0.3)  # it has reached the decoding thread's intake
             release.set()
-            assert first.result().status_code == 200 and stays.result().status_code == 200
-    assert passes == [[1], [3]]  # the n=2 request was waiting with the n=3 one and never sampled
+            r = stays.result()
+            assert r.status_code == 200 and len(r.json()["sketches"]) == 3
+    assert planned == [1, 3]  # the n=2 request left before it was taken from the intake
+    assert dropped == [1]  # the n=1 request left the batch before its rows' second step
 
 
 @pytest.mark.parametrize("window", [0, 5], ids=["unbatched", "batched"])
 def test_a_full_queue_answers_503_at_once(served, monkeypatch, window):
-    method = "sample" if window == 0 else "run_batch"
+    method = "sample" if window == 0 else "_plan_sample"  # unbatched: in a worker; batched: decoding thread
     started, release = threading.Event(), threading.Event()
     real = getattr(served["vae"], method)
 

@@ -15,12 +15,13 @@ Sampling runs in worker threads (at most `workers` at once), never on the event 
 client has gone away while it waited (the page cancels its request when a new stroke starts) is
 dropped without sampling.
 
-Dynamic batching (`batch_window_ms` > 0): a complete or sample request waits up to that long for
-others to the same model; when the window has passed and a worker is free, all the requests waiting
-for that model (up to `MAX_BATCH_ROWS` sketches) are sampled in one decoder pass
-(`ServedModel.run_batch`), each answer bit for bit what the request gets when it is alone in its
-pass, with its seed (with batching off the answers come from `complete` / `sample` directly, equal up
-to float32 rounding).  Interpolations are not batched.
+Dynamic batching (`batch_window_ms` > 0): the complete and sample requests to one model that arrive
+within that window are handed together to the model's decoding thread (`ServedModel.submit`), which
+decodes every request it holds in one batch: requests join between decoder steps and are answered as
+soon as their own sketches have ended (continuous batching), each answer bit for bit what the
+request gets alone with its seed (with batching off the answers come from `complete` / `sample` in
+worker threads, equal up to float32 rounding).  The decoding threads (one per model in use) do not
+count against `workers`.  Interpolations are not batched.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from sketchvae.serve.engine import BATCHED, ModelError, ServedModel
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_BATCH_WINDOW_MS = 5.0   # ms a request waits for others to share its decoder pass (0: no batching)
 DEFAULT_MAX_QUEUE = 64          # requests waiting or being sampled at once; more are answered 503
-MAX_BATCH_ROWS = 512            # sketches in one decoder pass at most (a full queue of n = 64 takes 8 passes)
 RETRY_AFTER_S = 1
 log = logging.getLogger("sketchvae.serve")
 
@@ -59,27 +59,27 @@ def _error(message: str, status: int, field: str | None = None, headers: dict | 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-GONE = object()  # a batched job whose client left before its pass: not sampled
+GONE = object()  # a request whose client left before its answer
 
 
 @dataclasses.dataclass(eq=False)
 class _Job:
     method: str  # one of engine.BATCHED
     args: dict  # the method's keyword arguments
-    request: object  # the starlette Request, to see whether its client is still there
+    request: object  # the starlette Request, to hear when its client leaves
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    result: object = None  # the answer, the exception to raise, or GONE
+    result: object = None  # the answer or the exception to raise
+    gone: bool = False  # its client has left: the decoding thread drops it
 
 
 class _Batcher:
-    """Collects the complete / sample jobs per model and runs each model's waiting jobs together.
+    """Collects the complete / sample jobs per model for `window_s`, then hands them to the model's
+    decoding thread (`ServedModel.submit`), which decodes them together with the jobs it already
+    holds.  One flush task per model with jobs waiting.  A job whose client leaves is marked gone
+    (and answered 499 at once): dropped from the window, or from the batch before its next step."""
 
-    One flush task per model with jobs waiting: it sleeps the window, waits for a free worker, then
-    takes the jobs waiting by then (up to MAX_BATCH_ROWS sketches; the rest get a new flush task at
-    once), drops those whose client has gone and runs the others in one pass in a worker thread."""
-
-    def __init__(self, limiter, window_s: float):
-        self.limiter, self.window_s = limiter, window_s
+    def __init__(self, window_s: float):
+        self.window_s = window_s
         self.waiting: dict[str, list[_Job]] = {}
         self.tasks: set = set()  # strong references to the running flush tasks
 
@@ -87,44 +87,37 @@ class _Batcher:
         queue = self.waiting.setdefault(model.name, [])
         queue.append(job)
         if len(queue) == 1:
-            self._flush_soon(model, self.window_s)
-        await job.done.wait()
-        return job.result
+            task = asyncio.get_running_loop().create_task(self._flush(model))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        answered = asyncio.ensure_future(job.done.wait())
+        left = asyncio.ensure_future(self._client_leaves(job.request))
+        await asyncio.wait({answered, left}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (answered, left):
+            task.cancel()
+        if job.done.is_set():
+            return job.result
+        job.gone = True
+        return GONE
 
-    def _flush_soon(self, model: ServedModel, delay: float) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush(model, delay))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    @staticmethod
+    async def _client_leaves(request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":  # the body has been read already
+            pass
 
-    async def _flush(self, model: ServedModel, delay: float) -> None:
-        import anyio
+    async def _flush(self, model: ServedModel) -> None:
+        await asyncio.sleep(self.window_s)
+        live = [job for job in self.waiting.pop(model.name, []) if not job.gone]
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
 
-        await asyncio.sleep(delay)
-        async with self.limiter:  # wait for a free worker; jobs arriving meanwhile join this pass
-            queue = self.waiting.pop(model.name, [])
-            jobs, rows = [], 0
-            while queue and (not jobs or rows + queue[0].args["n"] <= MAX_BATCH_ROWS):
-                rows += queue[0].args["n"]
-                jobs.append(queue.pop(0))
-            if queue:  # the rest: a pass of their own as soon as a worker is free
-                self.waiting[model.name] = queue
-                self._flush_soon(model, 0.0)
-            live = []
-            for job in jobs:
-                if await job.request.is_disconnected():  # the page gave up (a newer stroke): drop it
-                    job.result = GONE
-                    job.done.set()
-                else:
-                    live.append(job)
-            if not live:
-                return
-            try:
-                results = await anyio.to_thread.run_sync(model.run_batch, [(j.method, j.args) for j in live])
-            except Exception as err:  # noqa: BLE001 - every job of the pass gets it (a 500 each)
-                results = [err] * len(live)
-            for job, result in zip(live, results):
-                job.result = result
-                job.done.set()
+        def deliver(job: _Job, result) -> None:  # on the event loop
+            job.result = result
+            job.done.set()
+
+        model.submit([(j.method, j.args, j) for j in live],
+                     lambda job, result: loop.call_soon_threadsafe(deliver, job, result), lambda job: job.gone)
 
 
 async def _read_body(request) -> bytes:
@@ -168,7 +161,7 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
                batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS, max_queue: int = DEFAULT_MAX_QUEUE):
     """The Starlette app serving `models` (name -> ServedModel, e.g. from `engine.discover`).
 
-    workers: most sampling calls (or batched passes) running at once (threads); others wait their turn.
+    workers: most unbatched sampling calls running at once (threads); others wait their turn.
     allowed_hosts: Host header values accepted (None: any); `sketchvae serve` passes the local names
     when bound to 127.0.0.1, so a web page elsewhere cannot reach the API by DNS rebinding.
     batch_window_ms: how long a complete / sample request waits for others to share its decoder pass
@@ -188,7 +181,7 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
 
     limiter = anyio.CapacityLimiter(max(1, int(workers)))
     listing = [m.info() for m in models.values()]
-    batcher = _Batcher(limiter, batch_window_ms / 1000.0) if batch_window_ms > 0 else None
+    batcher = _Batcher(batch_window_ms / 1000.0) if batch_window_ms > 0 else None
     admitted = [0]  # requests waiting or being sampled
 
     def model_named(name: str) -> ServedModel:

@@ -30,17 +30,21 @@ at the origin), so the first row, the offset from the canvas corner, is dropped 
 put back on the way out: completions continue from the drawing's last point, whole drawings
 (sample, interpolate) are centred on the canvas.
 
-Batching: `ServedModel.run_batch` answers several `complete` / `sample` requests with one decoder pass
-(`sketchvae.sample.run_together`), each answer bit for bit what the request gets alone with its seed;
-`sketchvae serve` packs the requests that arrive within a few milliseconds (see `app`).
+Batching: `ServedModel.submit` hands `complete` / `sample` requests to the model's decoding thread,
+which decodes all the requests it holds together (`sketchvae.sample.ContinuousBatch`: requests join
+between decoder steps and leave when their sketches have ended), each answer bit for bit what the
+request gets alone with its seed; `sketchvae serve` submits the requests that arrive within a few
+milliseconds together (see `app`).
 
 Thread safety: the operations only read the model (inference mode, a generator per call), so
-several threads may use one model at once; the typical-extent cache has its own lock.
+several threads may use one model at once; the typical-extent cache and the decoding thread's job
+list have their own locks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 from pathlib import Path
@@ -55,7 +59,10 @@ MEASURE_TAU = 0.4       # ... at this temperature (seed 0)
 WARM_CLASSES = 16       # measure every class at start-up when a model has at most this many
 MIN_CONTINUATION = 64   # points a completion may add even when the drawing is near max_seq_len
 DECIMALS = 2            # page pixels are rounded to this many decimals in answers
-BATCHED = ("complete", "sample")   # the operations that `ServedModel.run_batch` packs into one decoder pass
+BATCHED = ("complete", "sample")   # the operations that `ServedModel.submit` decodes together
+MAX_BATCH_ROWS = 512    # sketches decoded together at most, per model (a full queue of n = 64 is 4,096)
+
+log = logging.getLogger("sketchvae.serve")
 
 
 class ModelError(ValueError):
@@ -128,7 +135,10 @@ class ServedModel:
     sampler: object  # sketchvae.sample.Sampler
     path: Path
     _units: dict = dataclasses.field(default_factory=dict, repr=False)
-    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _units_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)  # the jobs below
+    _intake: list = dataclasses.field(default_factory=list, repr=False)  # jobs waiting for the next step
+    _driving: bool = dataclasses.field(default=False, repr=False)  # the decoding thread runs
 
     @property
     def mode(self) -> str:
@@ -147,7 +157,7 @@ class ServedModel:
     # -------------------------------------------------------------------------------------- scaling
     def units_per_px(self, cls: str | None) -> float:
         """Model units per page pixel for class `cls` (None for models without classes)."""
-        with self._lock:
+        with self._units_lock:
             if cls not in self._units:
                 self._units[cls] = self._measure(cls) / (FILL * CANVAS)
             return self._units[cls]
@@ -208,35 +218,84 @@ class ServedModel:
         return finish(S.sample(self.sampler, **kwargs))
 
     def run_batch(self, jobs: list[tuple[str, dict]]) -> list:
-        """Several `complete` / `sample` calls (method name, keyword arguments) sampled in ONE decoder
-        pass (`sketchvae.sample.run_together`): each answer is bit for bit what `run_batch` gives that
-        job alone with the same seed (and what the method gives, up to float32 rounding).  Returns,
-        per job, its answer or the ValueError (ModelError) that the method would raise; the other
-        jobs are answered all the same."""
+        """Several `complete` / `sample` calls (method name, keyword arguments) answered together (`submit`),
+        waiting for all.  Returns, per job, its answer or the ValueError (ModelError) that the method
+        would raise; the other jobs are answered all the same."""
+        results: list = [None] * len(jobs)
+        done = threading.Semaphore(0)
+
+        def answer(k, result):
+            results[k] = result
+            done.release()
+
+        self.submit([(method, kwargs, k) for k, (method, kwargs) in enumerate(jobs)], answer)
+        for _ in jobs:
+            done.acquire()
+        return results
+
+    def submit(self, jobs: list[tuple[str, dict, object]], answer, gone=lambda key: False) -> None:
+        """Hand `complete` / `sample` jobs (method name, keyword arguments, key) to this model's decoding
+        thread and return at once; `answer(key, result)` is called from that thread with the page-px
+        answer, or the exception the method would raise, as soon as the job's sketches have all ended.
+        A job for which `gone(key)` turns true (its client left) is dropped, unanswered, before its next
+        decoder step.
+
+        The thread decodes every job it holds in one `sketchvae.sample.ContinuousBatch`: jobs join
+        between decoder steps (up to MAX_BATCH_ROWS sketches at once; the rest wait) and leave when
+        done, so each answer is bit for bit what the job gets alone with its seed, however busy the
+        server.  Models that cannot be packed (layer-norm cells) answer the jobs one after another."""
+        for method, _, _ in jobs:
+            if method not in BATCHED:
+                raise ValueError(f"submit: {method!r} is not one of {BATCHED}")
+        with self._lock:
+            self._intake.extend((method, kwargs, key, answer, gone) for method, kwargs, key in jobs)
+            if self._driving:
+                return
+            self._driving = True
+        threading.Thread(target=self._drive, name=f"decode {self.name}", daemon=True).start()
+
+    def _drive(self) -> None:
+        """The decoding thread: takes jobs between steps, steps the batch, answers finished jobs; exits
+        when nothing is left (a later `submit` starts it again)."""
         from sketchvae import sample as S
 
-        results: list = [None] * len(jobs)
-        planned = []  # (job index, call for run_together, finish)
-        for i, (method, kwargs) in enumerate(jobs):
-            if method not in BATCHED:
-                raise ValueError(f"run_batch: {method!r} is not one of {BATCHED}")
+        packable = S.ContinuousBatch.packable(self.sampler)
+        batch = S.ContinuousBatch(self.sampler) if packable else None
+        while True:
+            with self._lock:
+                rows = batch.rows if batch is not None else 0
+                take = []
+                while self._intake and (not rows or rows + self._intake[0][1]["n"] <= MAX_BATCH_ROWS):
+                    rows += self._intake[0][1]["n"]
+                    take.append(self._intake.pop(0))
+                if not take and not rows:
+                    self._driving = False
+                    return
             try:
-                planned.append((i, *getattr(self, f"_plan_{method}")(**kwargs)))
-            except ValueError as err:
-                results[i] = err
-        calls = [call for _, call, _ in planned]
-        try:
-            outs = S.run_together(self.sampler, calls)
-        except ValueError:  # a call the sample API refuses: the calls one by one, so that only it fails
-            outs = []
-            for call in calls:
-                try:
-                    outs += S.run_together(self.sampler, [call])
-                except ValueError as err:
-                    outs.append(err)
-        for (i, _, finish), out in zip(planned, outs):
-            results[i] = out if isinstance(out, Exception) else finish(out)
-        return results
+                for method, kwargs, key, answer, gone in take:
+                    if gone(key):
+                        continue
+                    try:
+                        (kind, call), finish = getattr(self, f"_plan_{method}")(**kwargs)
+                        if batch is None:
+                            answer(key, finish(getattr(S, kind)(self.sampler, **call)))
+                        else:
+                            batch.add(kind, call, tag=(key, answer, finish, gone))
+                    except Exception as err:  # noqa: BLE001 - ValueError: a bad request; others: a 500
+                        if not isinstance(err, ValueError):
+                            log.error("sampling failed for model %s", self.name, exc_info=err)
+                        answer(key, err)
+                if batch is not None:
+                    for member in [m for m in batch.members if m.tag[3](m.tag[0])]:
+                        batch.drop(member.tag)
+                    for (key, answer, finish, _), sketches in batch.step():
+                        answer(key, finish(sketches))
+            except Exception as err:  # noqa: BLE001 - unexpected: every job held gets it (a 500 each), start afresh
+                log.error("decoding failed for model %s", self.name, exc_info=err)
+                for member in batch.members if batch is not None else []:
+                    key, answer, _, _ = member.tag
+                    answer(key, err)
+                batch = S.ContinuousBatch(self.sampler) if packable else None
 
     def _plan_complete(self, strokes, n, temperature, cls=None, seed=None):
         """(the `sketchvae.sample.complete` call, page-px answer from its result) for `complete`."""

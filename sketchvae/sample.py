@@ -351,7 +351,7 @@ class _RowwiseLSTMStep:
 
     The usual step is not: MKL multiplies a few rows (fewer than 6 to 16, by the shapes) with other
     kernels than many rows, which round differently.  Here the rows are the COLUMNS of every product
-    (gates^T (4H, B) = W_x prev^T + W_h h^T + W_c [z; e]^T + b), which MKL computes alike in any batch of
+    (gates^T (4H, B) = [W_x W_h] [prev^T; h^T] + W_c [z; e]^T + b), which MKL computes alike in any batch of
     two or more columns, and the gate activations run on contiguous (H, B) blocks, all of whose elements
     take the vectorised loop when H * B is a multiple of 32 (PyTorch's scalar tail rounds exp, tanh
     differently).  So a single row, and batches of a model with H not a multiple of 32, get zero rows
@@ -361,9 +361,8 @@ class _RowwiseLSTMStep:
 
     def __init__(self, model: SketchRNN):
         rnn = model.decoder_rnn
-        self.w_x = rnn.weight_ih_l0[:, :5]  # (4H, 5), gate order i, f, g, o
+        self.w_xh = torch.cat([rnn.weight_ih_l0[:, :5], rnn.weight_hh_l0], dim=1)  # (4H, 5 + H), gates i, f, g, o
         self.w_c = rnn.weight_ih_l0[:, 5:]  # (4H, N_z + E), for the inputs constant during a sketch
-        self.w_h = rnn.weight_hh_l0  # (4H, H)
         self.hidden = rnn.hidden_size
         self.model = model
         self.bias = (rnn.bias_ih_l0 + rnn.bias_hh_l0).unsqueeze(1)[:, :0]  # (4H, B): no rows yet
@@ -410,7 +409,7 @@ class _RowwiseLSTMStep:
         if pad:
             prev = torch.cat([prev, prev.new_zeros(pad, prev.shape[1])])
             h_t, c_t, bias = (torch.cat([x, x.new_zeros(x.shape[0], pad)], 1) for x in (h_t, c_t, bias))
-        gates = torch.addmm(bias, self.w_x, prev.t()).addmm_(self.w_h, h_t.contiguous())  # (4H, B)
+        gates = torch.addmm(bias, self.w_xh, torch.cat([prev.t(), h_t]))  # (4H, B): one product
         i, f, g, o = gates.chunk(4, dim=0)  # contiguous (H, B) blocks
         c1 = torch.sigmoid(f) * c_t.contiguous() + torch.sigmoid(i) * torch.tanh(g)
         h1 = torch.sigmoid(o) * torch.tanh(c1)
@@ -941,6 +940,7 @@ class ContinuousBatch:
         self.row_local = torch.zeros(0, dtype=torch.int64, device=dev)  # row index within its call
         self.group = torch.zeros(0, dtype=torch.int64, device=dev)  # index into settings, per row
         self.settings: list[_Settings] = []
+        self._layout = None  # (noise index, [(rows, their indices in the call)] per member): see step
 
     @staticmethod
     def packable(model) -> bool:
@@ -968,6 +968,7 @@ class ContinuousBatch:
         self.row_local = torch.cat([self.row_local, torch.arange(n, device=dev)])
         self.group = torch.cat([self.group, torch.full((n,), self.settings.index(item.settings), device=dev)])
         self.members.append(_Member(item, tag, torch.arange(n, device=dev)))
+        self._layout = None
 
     @torch.inference_mode()
     def step(self) -> list[tuple[object, list[np.ndarray]]]:
@@ -976,32 +977,36 @@ class ContinuousBatch:
             return []
         params, pen_logits, self.state = self.step_fn(self.prev, self.state)
         params = params.select((slice(None), 0))  # fields (b, M)
+        if self._layout is None:  # where each row's draws and results go, until the rows change
+            sizes = [len(m.lengths) for m in self.members]
+            offsets = torch.tensor(np.cumsum([0] + sizes[:-1]), device=self.prev.device)
+            mine = [(self.row_member == k).nonzero().squeeze(1) for k in range(len(self.members))]
+            self._layout = (offsets[self.row_member] + self.row_local, [(i, self.row_local[i]) for i in mine])
+        noise_index, slots = self._layout
         noise = torch.cat([m.item.noise(m.t, m.all_rows) for m in self.members])  # each call's draws, all rows
-        offsets = torch.tensor(np.cumsum([0] + [len(m.lengths) for m in self.members[:-1]]), device=noise.device)
-        noise = noise[offsets[self.row_member] + self.row_local]
-        row = _draw_groups(params, pen_logits[:, 0], noise, self.group, self.settings)  # (b, 5)
-        for k, m in enumerate(self.members):  # few calls: one write per call
-            mine = (self.row_member == k).nonzero().squeeze(1)
-            local = self.row_local[mine]
-            m.out[local, m.t, 0:2] = row[mine, 0:2]
-            m.out[local, m.t, 2] = row[mine, 3]
+        row = _draw_groups(params, pen_logits[:, 0], noise[noise_index], self.group, self.settings)  # (b, 5)
+        s3 = row[:, [0, 1, 3]]  # (b, 3) stroke-3 rows: dx, dy, pen lifted
+        for m, (mine, local) in zip(self.members, slots):
+            m.out[local, m.t] = s3[mine]
         done = row[:, 4] > 0.5
-        ended = done.nonzero().squeeze(1).tolist()
-        for r in ended:
-            m = self.members[int(self.row_member[r])]
-            m.lengths[int(self.row_local[r])] = m.t
-            m.alive -= 1
-        finished = []
+        if bool(done.any()):  # one host sync per step
+            for k, local in zip(self.row_member[done].tolist(), self.row_local[done].tolist()):
+                m = self.members[k]
+                m.lengths[local] = m.t
+                m.alive -= 1
         for k, m in enumerate(self.members):
             m.t += 1
             if m.alive and m.t == m.item.steps:  # at its max_len: the rest of its rows stop here
                 done |= self.row_member == k
                 m.alive = 0
         self.prev = row
-        if bool(done.any()):
+        finished = []
+        if any(not m.alive for m in self.members):
             gone = [k for k, m in enumerate(self.members) if not m.alive]
             finished = [(self.members[k].tag, self._result(self.members[k])) for k in gone]
             self._remove(~done, gone)
+        elif bool(done.any()):
+            self._remove(~done, [])
         return finished
 
     def drop(self, tag) -> None:
@@ -1026,6 +1031,7 @@ class ContinuousBatch:
             x[keep] for x in (self.prev, self.row_member, self.row_local, self.group))
         self.state = tuple(s[:, keep] for s in self.state)
         self.step_fn.keep(keep)
+        self._layout = None
 
 
 CALLS = {"complete": _prime_completion, "sample": _prime_sample}

@@ -21,6 +21,10 @@ of z and of the labels are indexed away, so finished sketches cost no more work;
 every sketch has ended or after `max_len` points (a sketch that never ends keeps its `max_len`
 points).  Very large n is processed in chunks of `chunk_size` (4096) sketches.
 
+Several calls at once: `run_together(sampler, [("complete", kwargs), ("sample", kwargs), ...])` decodes
+the calls in one batch and `ContinuousBatch` lets calls join and leave between steps (what `sketchvae
+serve` does with concurrent requests); each call's result is bit for bit what it gets alone.
+
 Temperature (Ha & Eck 2017, eq. 8; the "paper" convention of `sketchvae.distributions`)
 ---------------------------------------------------------------------------------------
 At every step, with tau > 0:
@@ -355,9 +359,9 @@ class _RowwiseLSTMStep:
     two or more columns, and the gate activations run on contiguous (H, B) blocks, all of whose elements
     take the vectorised loop when H * B is a multiple of 32 (PyTorch's scalar tail rounds exp, tanh
     differently).  So a single row, and batches of a model with H not a multiple of 32, get zero rows
-    of padding.  The cost: two to four times the usual step for 2 to 6 rows, the same from ~16 rows.
-    Measured with MKL 2024.2 (AVX-512), one thread; another BLAS may need another recipe, which that
-    test would show."""
+    of padding.  The cost, for sheep.pt: a 6-ending completion takes ~1.3x `complete`'s time (whose
+    step uses MKL's fast kernel for a few rows), about the same from ~16 rows.  Measured with MKL
+    2024.2 (AVX-512), one thread; another BLAS may need another recipe, which that test would show."""
 
     def __init__(self, model: SketchRNN):
         rnn = model.decoder_rnn
@@ -920,7 +924,9 @@ class ContinuousBatch:
     step computes each row the same way whatever the batch (`_RowwiseLSTMStep`; so the bits may
     differ from `complete` / `sample`'s, whose step is faster for a few rows, by float32 rounding).
     Only one-layer plain-LSTM decoders can be packed (`packable`); `run_together` decodes the calls
-    of other models one after another.  Not thread-safe: one thread drives a batch.
+    of other models one after another.  Not thread-safe: one thread drives a batch.  The bitwise
+    equality is tested on the CPU (MKL); on CUDA it is not checked (cuBLAS may round a row differently
+    in different batches), so there results may differ from alone by float rounding.
     """
 
     def __init__(self, model):

@@ -209,3 +209,15 @@ def test_options_are_checked(served):
     assert r.exit_code == 0 and "--batch-window-ms" in r.output and "--max-queue" in r.output
     r = runner.invoke(main, ["serve", "--batch-window-ms", "-1"])
     assert r.exit_code != 0 and "--batch-window-ms" in r.output and "Traceback" not in r.output
+
+
+def test_the_decoding_thread_holds_at_most_max_batch_rows(served, monkeypatch):
+    from sketchvae.serve import engine as E
+
+    monkeypatch.setattr(E, "MAX_BATCH_ROWS", 6)
+    rows = spy_rows(monkeypatch)
+    model = served["decoder"]
+    jobs = [("complete", {"strokes": np.array(DRAWING, float), "n": n, "temperature": 0.8, "seed": n})
+            for n in (4, 2, 3, 5)]
+    assert model.run_batch(jobs) == [model.run_batch([job])[0] for job in jobs]
+    assert max(rows) == 6  # 4 + 2 joined; 3 and 5 waited for rows to free up

@@ -427,7 +427,7 @@ class _RowwiseLSTMStep:
 
 
 class _Settings(NamedTuple):
-    """How the rows of one group are drawn (`_run` with `groups`)."""
+    """How a call's rows are drawn (`ContinuousBatch` draws each group of rows in one `draw`)."""
     temperature: float
     greedy: bool
     convention: str

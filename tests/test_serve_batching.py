@@ -145,13 +145,17 @@ def test_requests_given_up_are_dropped_before_and_during_decoding(served, monkey
         dropped.append(tag[0].args["n"])
         return real_drop(self, tag)
 
+    # a seed whose sketch is long, so that the request is still being decoded when its client leaves
+    lengths = {s: len(model.run_batch([("sample", {"n": 1, "temperature": 0.4, "seed": s})])[0][0]) for s in range(40)}
+    seed = max(lengths, key=lengths.get)
+    assert lengths[seed] > 3
     monkeypatch.setattr(model, "_plan_sample", plan)
     monkeypatch.setattr(S.ContinuousBatch, "step", step)
     monkeypatch.setattr(S.ContinuousBatch, "drop", drop)
     with ServerThread(create_app(served, batch_window_ms=5)) as url:
         with ThreadPoolExecutor(2) as pool:
             with pytest.raises(httpx.TimeoutException):  # joins the batch, which is held, and gives up
-                httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 1}, timeout=0.5)
+                httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 1, "seed": seed}, timeout=0.5)
             assert started.is_set()
             with pytest.raises(httpx.TimeoutException):  # waits for the next step, gives up before it
                 httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 2}, timeout=0.5)

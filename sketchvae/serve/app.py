@@ -116,8 +116,13 @@ class _Batcher:
             job.result = result
             job.done.set()
 
-        model.submit([(j.method, j.args, j) for j in live],
-                     lambda job, result: loop.call_soon_threadsafe(deliver, job, result), lambda job: job.gone)
+        def answer(job: _Job, result) -> None:  # in the decoding thread
+            try:
+                loop.call_soon_threadsafe(deliver, job, result)
+            except RuntimeError:  # the event loop has closed: the server stopped meanwhile, nobody waits
+                pass
+
+        model.submit([(j.method, j.args, j) for j in live], answer, lambda job: job.gone)
 
 
 async def _read_body(request) -> bytes:

@@ -252,11 +252,20 @@ class ServedModel:
             if self._driving:
                 return
             self._driving = True
-        threading.Thread(target=self._drive, name=f"decode {self.name}", daemon=True).start()
+        # not a daemon: at exit the interpreter lets it finish its batch (it never waits for anything)
+        threading.Thread(target=self._drive, name=f"decode {self.name}").start()
 
     def _drive(self) -> None:
         """The decoding thread: takes jobs between steps, steps the batch, answers finished jobs; exits
         when nothing is left (a later `submit` starts it again)."""
+        try:
+            self._decode_jobs()
+        except BaseException:  # not expected (errors are answered); let the next submit start afresh
+            with self._lock:
+                self._driving = False
+            raise
+
+    def _decode_jobs(self) -> None:
         from sketchvae import sample as S
 
         packable = S.ContinuousBatch.packable(self.sampler)

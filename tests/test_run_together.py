@@ -1,4 +1,4 @@
-"""`sample.run_together`: several complete / sample calls decoded in one batch give, bit for bit, what
+"""`continuous.run_together`: several complete / sample calls decoded in one batch give, bit for bit, what
 each call gives alone (what `sketchvae serve`'s dynamic batching relies on), and what `complete` /
 `sample` give up to float32 rounding."""
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from sketchvae import continuous as C
 from sketchvae import sample as S
 from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
 
@@ -61,7 +62,7 @@ def mixed_calls(sp: S.Sampler, scale: float) -> list[tuple[str, dict]]:
 
 
 def alone(sp: S.Sampler, calls) -> list[list[np.ndarray]]:
-    return [S.run_together(sp, [call])[0] for call in calls]
+    return [C.run_together(sp, [call])[0] for call in calls]
 
 
 def by_the_functions(sp: S.Sampler, calls) -> list[list[np.ndarray]]:
@@ -80,13 +81,13 @@ def assert_identical(together, separately) -> None:
 def spy_batches(monkeypatch) -> list[int]:
     """Records the rows of every decoder step of the packed batches."""
     sizes = []
-    real = S._RowwiseLSTMStep.__call__
+    real = C._RowwiseLSTMStep.__call__
 
     def spy(self, prev, state):
         sizes.append(prev.shape[0])
         return real(self, prev, state)
 
-    monkeypatch.setattr(S._RowwiseLSTMStep, "__call__", spy)
+    monkeypatch.setattr(C._RowwiseLSTMStep, "__call__", spy)
     return sizes
 
 
@@ -96,14 +97,14 @@ def test_calls_decoded_together_equal_each_call_alone_bit_for_bit(monkeypatch, m
     calls = mixed_calls(sp, 10.0)
     separately = alone(sp, calls)
     sizes = spy_batches(monkeypatch)
-    together = S.run_together(sp, calls)
+    together = C.run_together(sp, calls)
     assert sizes[0] == sum(kw["n"] for _, kw in calls), "the calls were not decoded in one batch"
     assert_identical(together, separately)
     lengths = {len(s) for result in separately for s in result}
     assert len(lengths) > 3, f"the sketches should end at different steps to test dropping rows: {lengths}"
     # the same call twice in one batch, and one call alone in a batch of one, are still the same bits
-    assert_identical(S.run_together(sp, calls[:2] * 2), separately[:2] * 2)
-    assert_identical(S.run_together(sp, calls[1:2]), separately[1:2])
+    assert_identical(C.run_together(sp, calls[:2] * 2), separately[:2] * 2)
+    assert_identical(C.run_together(sp, calls[1:2]), separately[1:2])
 
 
 def test_shipped_sheep_together_equals_alone(monkeypatch):
@@ -115,7 +116,7 @@ def test_shipped_sheep_together_equals_alone(monkeypatch):
     calls = [(kind, {**kw, "max_len": min(kw.get("max_len", 60), 60)}) for kind, kw in mixed_calls(sp, 0.2 * 248)]
     separately = alone(sp, calls)
     sizes = spy_batches(monkeypatch)
-    assert_identical(S.run_together(sp, calls), separately)
+    assert_identical(C.run_together(sp, calls), separately)
     assert sizes[0] == sum(kw["n"] for _, kw in calls)
 
 
@@ -124,8 +125,8 @@ def test_other_cells_decode_the_calls_one_after_another(monkeypatch):
     calls = mixed_calls(sp, 10.0)[:3]
     separately = by_the_functions(sp, calls)  # the same code as complete / sample: the same bits
     sizes = spy_batches(monkeypatch)
-    assert_identical(S.run_together(sp, calls), separately)
-    assert sizes == [] and not S.ContinuousBatch.packable(sp)
+    assert_identical(C.run_together(sp, calls), separately)
+    assert sizes == [] and not C.ContinuousBatch.packable(sp)
 
 
 @pytest.mark.parametrize("mode,dec", [("vae", 24), ("class_vae", 24), ("decoder", 256)])
@@ -138,7 +139,7 @@ def test_rowwise_step_is_the_model_step_and_ignores_the_batch(mode, dec):
     prev = torch.randn(b, 5, generator=g)
     state = tuple(torch.randn(1, b, dec, generator=g) for _ in range(2))
     with torch.inference_mode():
-        step = S._RowwiseLSTMStep(m)
+        step = C._RowwiseLSTMStep(m)
         step.add(z, labels, b)
         full = step(prev, state)
         ref = m.step(prev, z, labels, state)
@@ -146,7 +147,7 @@ def test_rowwise_step_is_the_model_step_and_ignores_the_batch(mode, dec):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
         for lo, hi in [(0, 1), (7, 8), (3, 5), (10, 21), (1, 40), (5, 11)]:
             rows = slice(lo, hi)
-            step = S._RowwiseLSTMStep(m)
+            step = C._RowwiseLSTMStep(m)
             step.add(None if z is None else z[rows], None if labels is None else labels[rows], hi - lo)
             part = step(prev[rows], tuple(s[:, rows] for s in state))
             for x, y in zip((*full[0], full[1]), (*part[0], part[1])):
@@ -161,7 +162,7 @@ def test_calls_joining_a_running_batch_get_their_bits_alone(mode):
     sp = model(mode)
     calls = mixed_calls(sp, 10.0)
     separately = alone(sp, calls)
-    batch = S.ContinuousBatch(sp)
+    batch = C.ContinuousBatch(sp)
     joins = {0: [0, 1], 3: [2], 4: [3, 4], 11: [5], 30: [6]}  # step -> calls joining before it
     results, left_at, sizes = {}, {}, []
     for t in range(200):
@@ -181,7 +182,7 @@ def test_calls_joining_a_running_batch_get_their_bits_alone(mode):
 def test_together_is_complete_and_sample_up_to_rounding():
     sp = model("vae")
     calls = mixed_calls(sp, 10.0)
-    for a, b in zip(S.run_together(sp, calls), by_the_functions(sp, calls)):
+    for a, b in zip(C.run_together(sp, calls), by_the_functions(sp, calls)):
         for x, y in zip(a, b):
             n = min(len(x), len(y), 8)  # a rounding difference may flip a later discrete choice
             np.testing.assert_allclose(x[:n], y[:n], rtol=1e-4, atol=1e-4)
@@ -191,7 +192,7 @@ def test_bad_calls_are_refused_before_decoding(monkeypatch):
     sp = model("decoder")
     sizes = spy_batches(monkeypatch)
     with pytest.raises(ValueError, match="unknown kind 'draw'"):
-        S.run_together(sp, [("sample", {"n": 1}), ("draw", {})])
+        C.run_together(sp, [("sample", {"n": 1}), ("draw", {})])
     with pytest.raises(ValueError, match="partial sketch has 50 points"):
-        S.run_together(sp, [("complete", {"partial_sketch": np.ones((50, 3), np.float32), "max_len": 40})])
-    assert sizes == [] and S.run_together(sp, []) == []
+        C.run_together(sp, [("complete", {"partial_sketch": np.ones((50, 3), np.float32), "max_len": 40})])
+    assert sizes == [] and C.run_together(sp, []) == []

@@ -66,16 +66,16 @@ def spy_submits(monkeypatch, served) -> list[list[dict]]:
 
 
 def spy_rows(monkeypatch) -> list[int]:
-    from sketchvae import sample as S
+    from sketchvae import continuous as C
 
     rows = []
-    real = S.ContinuousBatch.step
+    real = C.ContinuousBatch.step
 
     def spy(self):
         rows.append(self.rows)
         return real(self)
 
-    monkeypatch.setattr(S.ContinuousBatch, "step", spy)
+    monkeypatch.setattr(C.ContinuousBatch, "step", spy)
     return rows
 
 
@@ -122,12 +122,12 @@ def test_a_bad_request_in_a_pass_fails_alone(served):
 
 
 def test_requests_given_up_are_dropped_before_and_during_decoding(served, monkeypatch):
-    from sketchvae import sample as S
+    from sketchvae import continuous as C
 
     model = served["decoder"]
     planned, dropped, answered = [], [], []
     started, release = threading.Event(), threading.Event()
-    real_plan, real_step, real_drop = model._plan_sample, S.ContinuousBatch.step, S.ContinuousBatch.drop
+    real_plan, real_step, real_drop = model._plan_sample, C.ContinuousBatch.step, C.ContinuousBatch.drop
 
     def plan(n, *a, **k):
         planned.append(n)
@@ -150,8 +150,8 @@ def test_requests_given_up_are_dropped_before_and_during_decoding(served, monkey
     seed = max(lengths, key=lengths.get)
     assert lengths[seed] > 3
     monkeypatch.setattr(model, "_plan_sample", plan)
-    monkeypatch.setattr(S.ContinuousBatch, "step", step)
-    monkeypatch.setattr(S.ContinuousBatch, "drop", drop)
+    monkeypatch.setattr(C.ContinuousBatch, "step", step)
+    monkeypatch.setattr(C.ContinuousBatch, "drop", drop)
     with ServerThread(create_app(served, batch_window_ms=5)) as url:
         with ThreadPoolExecutor(2) as pool:
             with pytest.raises(httpx.TimeoutException):  # joins the batch, which is held, and gives up

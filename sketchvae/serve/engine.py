@@ -31,7 +31,7 @@ put back on the way out: completions continue from the drawing's last point, who
 (sample, interpolate) are centred on the canvas.
 
 Batching: `ServedModel.submit` hands `complete` / `sample` requests to the model's decoding thread,
-which decodes all the requests it holds together (`sketchvae.sample.ContinuousBatch`: requests join
+which decodes all the requests it holds together (`sketchvae.continuous.ContinuousBatch`: they join
 between decoder steps and leave when their sketches have ended), each answer bit for bit what the
 request gets alone with its seed; `sketchvae serve` submits the requests that arrive within a few
 milliseconds together (see `app`).
@@ -240,7 +240,7 @@ class ServedModel:
         A job for which `gone(key)` turns true (its client left) is dropped, unanswered, before its next
         decoder step.
 
-        The thread decodes every job it holds in one `sketchvae.sample.ContinuousBatch`: jobs join
+        The thread decodes every job it holds in one `sketchvae.continuous.ContinuousBatch`: jobs join
         between decoder steps (up to MAX_BATCH_ROWS sketches at once; the rest wait) and leave when
         done, so each answer is bit for bit what the job gets alone with its seed, however busy the
         server.  Models that cannot be packed (layer-norm cells) answer the jobs one after another."""
@@ -266,10 +266,11 @@ class ServedModel:
             raise
 
     def _decode_jobs(self) -> None:
+        from sketchvae import continuous as C
         from sketchvae import sample as S
 
-        packable = S.ContinuousBatch.packable(self.sampler)
-        batch = S.ContinuousBatch(self.sampler) if packable else None
+        packable = C.ContinuousBatch.packable(self.sampler)
+        batch = C.ContinuousBatch(self.sampler) if packable else None
         while True:
             with self._lock:
                 rows = batch.rows if batch is not None else 0
@@ -304,7 +305,7 @@ class ServedModel:
                 for member in batch.members if batch is not None else []:
                     key, answer, _, _ = member.tag
                     answer(key, err)
-                batch = S.ContinuousBatch(self.sampler) if packable else None
+                batch = C.ContinuousBatch(self.sampler) if packable else None
 
     def _plan_complete(self, strokes, n, temperature, cls=None, seed=None):
         """(the `sketchvae.sample.complete` call, page-px answer from its result) for `complete`."""

@@ -1,22 +1,25 @@
-"""Latency of `sketchvae serve`: 6 endings for a 3-stroke drawing, with 1 and with 4 concurrent clients.
+"""Latency of `sketchvae serve` with 1, 4 and 16 concurrent clients, dynamic batching on and off.
 
     python scripts/bench_serve.py                              # shipped checkpoints/sheep.pt, CPU
-    python scripts/bench_serve.py --ckpt runs/sheep/best.pt --requests 40 --clients 1,4,8
+    python scripts/bench_serve.py --ckpt runs/sheep/best.pt --requests 64 --clients 1,4,8,16
 
-Starts the real server (`python -m sketchvae serve CKPT --port 0`, uvicorn on 127.0.0.1) in a
-subprocess and sends POST /api/complete requests from `clients` threads at once, each waiting for
-its answer before sending the next (closed loop), `--requests` in all per setting or until
-`--max-seconds` have passed.  Each request has its own seed, so the endings (and their lengths)
-vary as they do on the page.  Reports p50, p95 and mean latency and requests per second.
+Each client asks for 6 endings of a 3-stroke drawing (POST /api/complete).  For each mode (batching
+on with `--batch-window-ms`, then off with 0) the script starts the real server (`python -m sketchvae
+serve CKPT --port 0 ...`, uvicorn on 127.0.0.1) in a subprocess and sends the requests from
+`clients` threads at once, each waiting for its answer before sending the next (closed loop),
+`--requests` in all per setting (at least 3 per client) or until `--max-seconds` have passed.
+Each request has its own seed, so the endings (and their lengths) vary as on the page.  Reports p50
+and p95 latency, throughput in endings per second, the answers that were not 200 (5xx, timeouts),
+p50 over the 1-client p50 of the same mode, and the machine's load average before and after.
 
 Baseline, measured in the same run: the same calls made directly in this process
-(`ServedModel.complete`, one torch thread, no HTTP, no JSON), one at a time; ratios are the served
-p50 over the direct p50 (what the web stack and the waiting for a free worker add).
+(`ServedModel.complete`, one torch thread, no HTTP, no JSON), one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -48,9 +51,9 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def start_server(ckpt: str, device: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "sketchvae", "serve", ckpt, "--port", "0", "--device", device],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start_server(ckpt: str, device: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "sketchvae", "serve", ckpt, "--port", "0", "--device", device,
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     m = re.search(r"open (http://\S+/)", line)
     if not m:
@@ -59,10 +62,13 @@ def start_server(ckpt: str, device: str) -> tuple[subprocess.Popen, str]:
     return proc, m.group(1)
 
 
-def run_clients(url: str, body: dict, clients: int, requests: int, max_seconds: float) -> tuple[list[float], float]:
+def run_clients(url: str, body: dict, clients: int, requests: int,
+                max_seconds: float) -> tuple[list[float], list[str], float]:
+    """(latencies of the 200 answers, descriptions of the others, wall time)."""
     import httpx
 
     latencies: list[float] = []
+    failures: list[str] = []
     lock = threading.Lock()
     issued = [0]
     deadline = time.monotonic() + max_seconds
@@ -76,12 +82,17 @@ def run_clients(url: str, body: dict, clients: int, requests: int, max_seconds: 
                     issued[0] += 1
                     seed = issued[0]
                 t0 = time.perf_counter()
-                r = http.post("api/complete", json={**body, "seed": seed})
+                try:
+                    r = http.post("api/complete", json={**body, "seed": seed})
+                    outcome = None if r.status_code == 200 else f"{r.status_code} {r.text[:80]}"
+                except httpx.HTTPError as err:
+                    outcome = f"{type(err).__name__}"
                 dt = time.perf_counter() - t0
-                if r.status_code != 200:
-                    raise SystemExit(f"request failed: {r.status_code} {r.text}")
                 with lock:
-                    latencies.append(dt)
+                    if outcome is None:
+                        latencies.append(dt)
+                    else:
+                        failures.append(outcome)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     t0 = time.perf_counter()
@@ -89,7 +100,11 @@ def run_clients(url: str, body: dict, clients: int, requests: int, max_seconds: 
         t.start()
     for t in threads:
         t.join()
-    return latencies, time.perf_counter() - t0
+    return latencies, failures, time.perf_counter() - t0
+
+
+def load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -97,9 +112,11 @@ def main() -> None:
     ap.add_argument("--ckpt", default=None, help="Sketch-RNN checkpoint [default: the shipped sheep.pt]")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--n", type=int, default=6, help="endings per request")
-    ap.add_argument("--clients", default="1,4", help="concurrent clients, comma-separated settings")
-    ap.add_argument("--requests", type=int, default=30, help="requests per setting")
-    ap.add_argument("--max-seconds", type=float, default=60.0, help="time limit per setting")
+    ap.add_argument("--clients", default="1,4,16", help="concurrent clients, comma-separated settings")
+    ap.add_argument("--requests", type=int, default=48, help="requests per setting (at least 3 per client)")
+    ap.add_argument("--max-seconds", type=float, default=90.0, help="time limit per setting")
+    ap.add_argument("--batch-window-ms", type=float, default=5.0, help="the window of the batching-on server")
+    ap.add_argument("--workers", type=int, default=None, help="the servers' --workers [default: theirs]")
     args = ap.parse_args()
 
     import numpy as np
@@ -112,6 +129,7 @@ def main() -> None:
     ckpt = args.ckpt or str(shipped_checkpoints_dir() / "sheep.pt")
     name = Path(ckpt).stem
     body = {"model": name, "strokes": drawing(), "n": args.n, "temperature": 0.4}
+    print(f"load average (1, 5, 15 min) at the start: {load()}; {os.cpu_count()} CPUs")
 
     # baseline: the same work in this process, no HTTP
     torch.set_num_threads(1)
@@ -131,18 +149,34 @@ def main() -> None:
     print(f"direct (no HTTP, 1 at a time): p50 {base * 1000:.0f} ms, p95 {percentile(direct, 0.95) * 1000:.0f} ms "
           f"over {len(direct)} calls")
 
-    proc, url = start_server(ckpt, args.device)
-    try:
-        run_clients(url, body, 1, 2, 30)  # warm-up
-        for clients in (int(c) for c in args.clients.split(",")):
-            lat, wall = run_clients(url, body, clients, args.requests, args.max_seconds)
-            p50, p95 = percentile(lat, 0.5), percentile(lat, 0.95)
-            print(f"served, {clients} client{'s' if clients > 1 else ' '}: p50 {p50 * 1000:.0f} ms, "
-                  f"p95 {p95 * 1000:.0f} ms, mean {statistics.mean(lat) * 1000:.0f} ms over {len(lat)} requests, "
-                  f"{len(lat) / wall:.1f} requests/s; p50 / direct p50 = {p50 / base:.2f}")
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    modes = [(f"on ({args.batch_window_ms:g} ms)", ["--batch-window-ms", str(args.batch_window_ms)]),
+             ("off", ["--batch-window-ms", "0"])]
+    table = []
+    for label, extra in modes:
+        extra += ["--workers", str(args.workers)] if args.workers else []
+        proc, url = start_server(ckpt, args.device, extra)
+        try:
+            run_clients(url, body, 1, 2, 30)  # warm-up
+            one = None
+            for clients in (int(c) for c in args.clients.split(",")):
+                lat, failed, wall = run_clients(url, body, clients, max(args.requests, 3 * clients),
+                                                args.max_seconds)
+                p50, p95 = (percentile(lat, 0.5), percentile(lat, 0.95)) if lat else (float("nan"),) * 2
+                one = p50 if clients == 1 else one
+                ratio = f"{p50 / one:.2f}" if one else "-"
+                table.append((label, clients, len(lat) + len(failed), p50, p95, len(lat) * args.n / wall,
+                              len(failed), ratio, load()))
+                print(f"batching {label}, {clients:2d} client{'s' if clients > 1 else ' '}: p50 {p50 * 1000:.0f} ms, "
+                      f"p95 {p95 * 1000:.0f} ms over {len(lat)} answers, {len(lat) * args.n / wall:.1f} endings/s, "
+                      f"{len(failed)} not 200{': ' + ', '.join(sorted(set(failed))) if failed else ''}; "
+                      f"p50 / 1-client p50 = {ratio}; load {load()}", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    print("\n| batching | clients | requests | p50 | p95 | endings/s | not 200 | p50 / 1 client's | load after |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, clients, n, p50, p95, eps, failed, ratio, after in table:
+        print(f"| {label} | {clients} | {n} | {p50:.2f} s | {p95:.2f} s | {eps:.0f} | {failed} | {ratio} | {after} |")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ of z and of the labels are indexed away, so finished sketches cost no more work;
 every sketch has ended or after `max_len` points (a sketch that never ends keeps its `max_len`
 points).  Very large n is processed in chunks of `chunk_size` (4096) sketches.
 
+Several calls at once, each bit for bit as alone: `sketchvae.continuous` (what `sketchvae serve` does
+with concurrent requests), from the calls primed here (`_prime_completion`, `_prime_sample`).
+
 Temperature (Ha & Eck 2017, eq. 8; the "paper" convention of `sketchvae.distributions`)
 ---------------------------------------------------------------------------------------
 At every step, with tau > 0:
@@ -329,11 +332,11 @@ class _ConstantInputLSTMStep:
         self.model = model
 
     @staticmethod
-    def available(model: SketchRNN) -> bool:
+    def available(model: SketchRNN, constant_inputs: bool = True) -> bool:
         rnn = model.decoder_rnn
         return (isinstance(rnn, nn.LSTM) and rnn.num_layers == 1 and rnn.bias and not rnn.bidirectional
                 and rnn.proj_size == 0 and not model.training
-                and (model.config.conditional or model.class_embed is not None))
+                and (model.config.conditional or model.class_embed is not None or not constant_inputs))
 
     def keep(self, mask: Tensor) -> None:
         self.bias = self.bias[mask]
@@ -346,6 +349,13 @@ class _ConstantInputLSTMStep:
         h1 = torch.sigmoid(o) * torch.tanh(c1)
         params, pen_logits = self.model.split_output(self.model.output(h1).unsqueeze(1))
         return params, pen_logits, (h1.unsqueeze(0), c1.unsqueeze(0))
+
+
+class _Settings(NamedTuple):
+    """How a call's rows are drawn (temperature, greedy, convention)."""
+    temperature: float
+    greedy: bool
+    convention: str
 
 
 @torch.inference_mode()
@@ -710,6 +720,16 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
     max_len: most points of a completed sketch, prefix included (default config.max_seq_len).
     """
     sampler = _as_sampler(model)
+    it = _prime_completion(sampler, partial_sketch, n, temperature, classes=classes, greedy=greedy,
+                           z_source=z_source, seed=seed, max_len=max_len, convention=convention)
+    rows, lengths = _run(sampler.model, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None)
+    return Drawings(_results_of(it, rows, lengths, sampler.scale_factor), given=it.partial)
+
+
+def _prime_completion(sampler: Sampler, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None,
+                      greedy: bool = False, z_source: str = "encode", seed: int | None = None,
+                      max_len: int | None = None, convention: str | None = None) -> _Primed:
+    """`complete` up to the sampling loop: checks, z, and the decoder state after the partial sketch."""
     n = _check_n(n)
     if not greedy:
         _check_tau(temperature)
@@ -742,15 +762,45 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
         inputs = inputs.unsqueeze(0).expand(n, k, 5).contiguous()
         _, _, state = model_.decode(inputs, z, labels)  # teacher forcing over the given points
         prev = s5[-1:].expand(n, 5).contiguous()  # S_k: the next step predicts S_{k+1}
-        rows, lengths = _run(model_, prev, state, z, labels, max_len - k, _stream_noise(gen, n, dev, dtype),
-                             _check_tau(temperature) if not greedy else 1.0, greedy, convention, None)
-    tails = _finish(rows, lengths, sampler.scale_factor)
-    out = []
-    for tail in tails:
-        full = np.concatenate([partial, tail]).astype(np.float32)
-        full[-1, 2] = 1.0
-        out.append(full)
-    return Drawings(out, given=partial)
+    settings = _Settings(_check_tau(temperature) if not greedy else 1.0, greedy, convention)
+    return _Primed(prev, state, z, labels, max_len - k, _stream_noise(gen, n, dev, dtype), settings, partial)
+
+
+def _prime_sample(sampler: Sampler, n: int = 1, temperature: float = 0.4, z=None, classes=None, greedy: bool = False,
+                  max_len: int | None = None, seed: int | None = None, *, convention: str | None = None) -> _Primed:
+    """`sample` (n up to its chunk size) up to the sampling loop."""
+    sampler, n, temperature, max_len, gen, z_all, labels_all, _, convention = _prepare_draws(
+        sampler, n, temperature, z, classes, greedy, max_len, seed, convention, None)
+    if n > DEFAULT_CHUNK:
+        raise ValueError(f"n={n}: at most {DEFAULT_CHUNK} sketches a call when calls are decoded together")
+    model_ = sampler.model
+    with torch.inference_mode():
+        state = model_.decoder_initial_state(z_all, labels_all, batch_size=n)
+    noise = _stream_noise(gen, n, sampler.device, model_.output.weight.dtype)
+    return _Primed(model_.start_tokens(n), state, z_all, labels_all, max_len, noise,
+                   _Settings(temperature, greedy, convention), None)
+
+
+class _Primed(NamedTuple):
+    """One call's sketches ready for the sampling loop (the state after its partial sketch)."""
+    prev: Tensor  # (n, 5) the row each sketch continues from
+    state: tuple  # (h, c) each (1, n, H), the decoder state after it
+    z: Tensor | None  # (n, z_size)
+    labels: Tensor | None  # (n,)
+    steps: int  # most points to draw
+    noise: NoiseFn  # the call's own random draws (its generator)
+    settings: _Settings
+    partial: np.ndarray | None  # completion: the partial sketch (original units), put in front of each result
+
+
+def _results_of(item: _Primed, rows: np.ndarray, lengths: np.ndarray, scale: float) -> list[np.ndarray]:
+    """The stroke-3 results of a primed call from its decoded rows (the partial sketch in front)."""
+    sketches = _finish(rows, lengths, scale)
+    if item.partial is not None:
+        sketches = [np.concatenate([item.partial, tail]).astype(np.float32) for tail in sketches]
+        for full in sketches:
+            full[-1, 2] = 1.0
+    return sketches
 
 
 __all__ = ["Sampler", "load", "sampler_from_checkpoint", "sample", "sample_sequential", "draw", "encode",

@@ -315,12 +315,22 @@ def test_wrong_paths_and_methods_get_json_errors(client):
     assert r.status_code == 404
 
 
-def test_unexpected_failures_are_a_json_500_without_traceback(served, monkeypatch):
+# with batching (the default) complete and sample reach the model through its decoding thread, which
+# plans each request with _plan_METHOD (in that thread), not through the method itself
+BATCHING = pytest.mark.parametrize("window", [0, 5], ids=["unbatched", "batched"])
+
+
+def _entry(window: float, method: str) -> str:
+    return method if window == 0 else f"_plan_{method}"
+
+
+@BATCHING
+def test_unexpected_failures_are_a_json_500_without_traceback(served, monkeypatch, window):
     def boom(*a, **k):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(served["vae"], "sample", boom)
-    with TestClient(create_app(served), raise_server_exceptions=False) as c:
+    monkeypatch.setattr(served["vae"], _entry(window, "sample"), boom)
+    with TestClient(create_app(served, batch_window_ms=window), raise_server_exceptions=False) as c:
         r = c.post("/api/sample", json={"model": "vae"})
     assert r.status_code == 500
     assert "error" in r.json() and "secret" not in r.text and "Traceback" not in r.text
@@ -354,20 +364,21 @@ def test_concurrent_requests_on_a_real_server_match_serial_answers(served):
     assert parallel == serial * 2
 
 
-def test_a_slow_sampling_call_does_not_block_the_others(served, monkeypatch):
+@BATCHING
+def test_a_slow_sampling_call_does_not_block_the_others(served, monkeypatch, window):
     import httpx
 
     release = threading.Event()
     started = threading.Event()
-    real = served["vae"].sample
+    real = getattr(served["vae"], _entry(window, "sample"))
 
     def slow(*a, **k):
         started.set()
         release.wait(30)
         return real(*a, **k)
 
-    monkeypatch.setattr(served["vae"], "sample", slow)
-    with ServerThread(create_app(served, workers=2)) as url:
+    monkeypatch.setattr(served["vae"], _entry(window, "sample"), slow)
+    with ServerThread(create_app(served, workers=2, batch_window_ms=window)) as url:
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(lambda: httpx.post(f"{url}/api/sample", json={"model": "vae", "n": 1}, timeout=60))
             assert started.wait(20)
@@ -380,12 +391,13 @@ def test_a_slow_sampling_call_does_not_block_the_others(served, monkeypatch):
             assert pending.result().status_code == 200
 
 
-def test_requests_abandoned_while_waiting_for_a_worker_are_not_sampled(served, monkeypatch):
+@BATCHING
+def test_requests_abandoned_while_waiting_for_a_worker_are_not_sampled(served, monkeypatch, window):
     import httpx
 
     release, started = threading.Event(), threading.Event()
     calls = []
-    real = served["decoder"].sample
+    real = getattr(served["decoder"], _entry(window, "sample"))
 
     def counted(*a, **k):
         calls.append(k or a)
@@ -394,13 +406,14 @@ def test_requests_abandoned_while_waiting_for_a_worker_are_not_sampled(served, m
             release.wait(30)
         return real(*a, **k)
 
-    monkeypatch.setattr(served["decoder"], "sample", counted)
-    with ServerThread(create_app(served, workers=1)) as url:
+    monkeypatch.setattr(served["decoder"], _entry(window, "sample"), counted)
+    with ServerThread(create_app(served, workers=1, batch_window_ms=window)) as url:
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(lambda: httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 1}, timeout=60))
             assert started.wait(20)
             with pytest.raises(httpx.TimeoutException):  # waits for the only worker, then gives up
                 httpx.post(f"{url}/api/sample", json={"model": "decoder", "n": 2}, timeout=0.5)
+            threading.Event().wait(0.2)  # for the server to hear that the client has gone
             release.set()
             assert first.result().status_code == 200
         # the abandoned request never reached the model; a new one does

@@ -21,8 +21,15 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
               help="Port to listen on (0: any free port).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Sampling calls running at once [default: the number of CPU cores, at most 4].")
-def serve(models, host, port, device, workers):
+              help="Unbatched sampling calls (interpolations; all requests with --batch-window-ms 0) running "
+                   "at once [default: the number of CPU cores, at most 4].")
+@click.option("--batch-window-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Batching: complete and sample requests to one model are decoded together, joining the "
+                   "running batch between decoder steps; those arriving within this many milliseconds join "
+                   "at once.  Each answer is what the request gets alone.  0 turns batching off.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most requests waiting or being sampled at once; more are answered 503 with Retry-After.")
+def serve(models, host, port, device, workers, batch_window_ms, max_queue):
     """Open a page where Sketch-RNN models finish your drawings, several ways at once.
 
     Draw on the canvas; after each stroke the model proposes endings (click one to keep it).
@@ -40,6 +47,7 @@ def serve(models, host, port, device, workers):
       sketchvae serve                                  # shipped models, http://127.0.0.1:8000/
       sketchvae serve runs/sheep/best.pt --port 8080
       sketchvae serve runs/ checkpoints/magenta/ --device cuda
+      sketchvae serve --batch-window-ms 0              # every request in its own decoder pass
 
     \b
     API (JSON; drawings are stroke-3 [[dx, dy, pen_lifted], ...] in page pixels):
@@ -48,6 +56,9 @@ def serve(models, host, port, device, workers):
       POST /api/sample       {"model", "n", "temperature", "class"?, "seed"?}
       POST /api/interpolate  {"model", "a", "b", "steps", "temperature"?, "seed"?}
     Limits: n <= 64, 2 <= steps <= 64, 2,000 points a drawing, 256 KiB a request.
+    Many people at once: complete and sample requests to one model share its decoder steps
+    (continuous batching, --batch-window-ms); beyond --max-queue requests waiting or being
+    sampled, the server answers 503 (busy, Retry-After).
     """
     import os
     import socket
@@ -95,7 +106,8 @@ def serve(models, host, port, device, workers):
     allowed = None
     if host in LOCAL_HOSTS:
         allowed = ["127.0.0.1", "localhost", "[::1]", "::1"]
-    app = create_app(served, workers=workers, allowed_hosts=allowed)
+    app = create_app(served, workers=workers, allowed_hosts=allowed, batch_window_ms=batch_window_ms,
+                     max_queue=max_queue)
 
     import uvicorn
 

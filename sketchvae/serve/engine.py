@@ -30,13 +30,21 @@ at the origin), so the first row, the offset from the canvas corner, is dropped 
 put back on the way out: completions continue from the drawing's last point, whole drawings
 (sample, interpolate) are centred on the canvas.
 
+Batching: `ServedModel.submit` hands `complete` / `sample` requests to the model's decoding thread,
+which decodes all the requests it holds together (`sketchvae.continuous.ContinuousBatch`: they join
+between decoder steps and leave when their sketches have ended), each answer bit for bit what the
+request gets alone with its seed; `sketchvae serve` submits the requests that arrive within a few
+milliseconds together (see `app`).
+
 Thread safety: the operations only read the model (inference mode, a generator per call), so
-several threads may use one model at once; the typical-extent cache has its own lock.
+several threads may use one model at once; the typical-extent cache and the decoding thread's job
+list have their own locks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 from pathlib import Path
@@ -51,6 +59,10 @@ MEASURE_TAU = 0.4       # ... at this temperature (seed 0)
 WARM_CLASSES = 16       # measure every class at start-up when a model has at most this many
 MIN_CONTINUATION = 64   # points a completion may add even when the drawing is near max_seq_len
 DECIMALS = 2            # page pixels are rounded to this many decimals in answers
+BATCHED = ("complete", "sample")   # the operations that `ServedModel.submit` decodes together
+MAX_BATCH_ROWS = 512    # sketches decoded together at most, per model (a full queue of n = 64 is 4,096)
+
+log = logging.getLogger("sketchvae.serve")
 
 
 class ModelError(ValueError):
@@ -123,7 +135,10 @@ class ServedModel:
     sampler: object  # sketchvae.sample.Sampler
     path: Path
     _units: dict = dataclasses.field(default_factory=dict, repr=False)
-    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _units_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)  # the jobs below
+    _intake: list = dataclasses.field(default_factory=list, repr=False)  # jobs waiting for the next step
+    _driving: bool = dataclasses.field(default=False, repr=False)  # the decoding thread runs
 
     @property
     def mode(self) -> str:
@@ -142,7 +157,7 @@ class ServedModel:
     # -------------------------------------------------------------------------------------- scaling
     def units_per_px(self, cls: str | None) -> float:
         """Model units per page pixel for class `cls` (None for models without classes)."""
-        with self._lock:
+        with self._units_lock:
             if cls not in self._units:
                 self._units[cls] = self._measure(cls) / (FILL * CANVAS)
             return self._units[cls]
@@ -190,13 +205,8 @@ class ServedModel:
         from the drawing's last point), in page px."""
         from sketchvae import sample as S
 
-        self._check_class(cls, required=True)
-        upp = self.units_per_px(cls)
-        prefix, _ = page_to_model(strokes, upp)  # RDP keeps the last point: endings continue from it
-        limit = self.sampler.config.max_seq_len
-        max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
-        full = S.complete(self.sampler, prefix, n, temperature, classes=cls, seed=seed, max_len=max_len)
-        return [to_json(model_to_page(f[len(prefix):], upp)) for f in full]
+        (_, kwargs), finish = self._plan_complete(strokes, n, temperature, cls, seed)
+        return finish(S.complete(self.sampler, **kwargs))
 
     def sample(self, n: int, temperature: float, cls: str | None = None,
                seed: int | None = None) -> list[list[list[float]]]:
@@ -204,11 +214,119 @@ class ServedModel:
         without `cls` cycles through its classes."""
         from sketchvae import sample as S
 
+        (_, kwargs), finish = self._plan_sample(n, temperature, cls, seed)
+        return finish(S.sample(self.sampler, **kwargs))
+
+    def run_batch(self, jobs: list[tuple[str, dict]]) -> list:
+        """Several `complete` / `sample` calls (method name, keyword arguments) answered together (`submit`),
+        waiting for all.  Returns, per job, its answer or the ValueError (ModelError) that the method
+        would raise; the other jobs are answered all the same."""
+        results: list = [None] * len(jobs)
+        done = threading.Semaphore(0)
+
+        def answer(k, result):
+            results[k] = result
+            done.release()
+
+        self.submit([(method, kwargs, k) for k, (method, kwargs) in enumerate(jobs)], answer)
+        for _ in jobs:
+            done.acquire()
+        return results
+
+    def submit(self, jobs: list[tuple[str, dict, object]], answer, gone=lambda key: False) -> None:
+        """Hand `complete` / `sample` jobs (method name, keyword arguments, key) to this model's decoding
+        thread and return at once; `answer(key, result)` is called from that thread with the page-px
+        answer, or the exception the method would raise, as soon as the job's sketches have all ended.
+        A job for which `gone(key)` turns true (its client left) is dropped, unanswered, before its next
+        decoder step.
+
+        The thread decodes every job it holds in one `sketchvae.continuous.ContinuousBatch`: jobs join
+        between decoder steps (up to MAX_BATCH_ROWS sketches at once; the rest wait) and leave when
+        done, so each answer is bit for bit what the job gets alone with its seed, however busy the
+        server.  Models that cannot be packed (layer-norm cells) answer the jobs one after another."""
+        for method, _, _ in jobs:
+            if method not in BATCHED:
+                raise ValueError(f"submit: {method!r} is not one of {BATCHED}")
+        with self._lock:
+            self._intake.extend((method, kwargs, key, answer, gone) for method, kwargs, key in jobs)
+            if self._driving:
+                return
+            self._driving = True
+        # not a daemon: at exit the interpreter lets it finish its batch (it never waits for anything)
+        threading.Thread(target=self._drive, name=f"decode {self.name}").start()
+
+    def _drive(self) -> None:
+        """The decoding thread: takes jobs between steps, steps the batch, answers finished jobs; exits
+        when nothing is left (a later `submit` starts it again)."""
+        try:
+            self._decode_jobs()
+        except BaseException:  # not expected (errors are answered); let the next submit start afresh
+            with self._lock:
+                self._driving = False
+            raise
+
+    def _decode_jobs(self) -> None:
+        from sketchvae import continuous as C
+        from sketchvae import sample as S
+
+        packable = C.ContinuousBatch.packable(self.sampler)
+        batch = C.ContinuousBatch(self.sampler) if packable else None
+        while True:
+            with self._lock:
+                rows = batch.rows if batch is not None else 0
+                take = []
+                while self._intake and (not rows or rows + self._intake[0][1]["n"] <= MAX_BATCH_ROWS):
+                    rows += self._intake[0][1]["n"]
+                    take.append(self._intake.pop(0))
+                if not take and not rows:
+                    self._driving = False
+                    return
+            try:
+                for method, kwargs, key, answer, gone in take:
+                    if gone(key):
+                        continue
+                    try:
+                        (kind, call), finish = getattr(self, f"_plan_{method}")(**kwargs)
+                        if batch is None:
+                            answer(key, finish(getattr(S, kind)(self.sampler, **call)))
+                        else:
+                            batch.add(kind, call, tag=(key, answer, finish, gone))
+                    except Exception as err:  # noqa: BLE001 - ValueError: a bad request; others: a 500
+                        if not isinstance(err, ValueError):
+                            log.error("sampling failed for model %s", self.name, exc_info=err)
+                        answer(key, err)
+                if batch is not None:
+                    for member in [m for m in batch.members if m.tag[3](m.tag[0])]:
+                        batch.drop(member.tag)
+                    for (key, answer, finish, _), sketches in batch.step():
+                        answer(key, finish(sketches))
+            except Exception as err:  # noqa: BLE001 - unexpected: every job held gets it (a 500 each), start afresh
+                log.error("decoding failed for model %s", self.name, exc_info=err)
+                for member in batch.members if batch is not None else []:
+                    key, answer, _, _ = member.tag
+                    answer(key, err)
+                batch = C.ContinuousBatch(self.sampler) if packable else None
+
+    def _plan_complete(self, strokes, n, temperature, cls=None, seed=None):
+        """(the `sketchvae.sample.complete` call, page-px answer from its result) for `complete`."""
+        self._check_class(cls, required=True)
+        upp = self.units_per_px(cls)
+        prefix, _ = page_to_model(strokes, upp)  # RDP keeps the last point: endings continue from it
+        limit = self.sampler.config.max_seq_len
+        max_len = len(prefix) + max(limit - len(prefix), MIN_CONTINUATION)
+        call = ("complete", {"partial_sketch": prefix, "n": n, "temperature": temperature, "classes": cls,
+                             "seed": seed, "max_len": max_len})
+        return call, lambda full: [to_json(model_to_page(f[len(prefix):], upp)) for f in full]
+
+    def _plan_sample(self, n, temperature, cls=None, seed=None):
+        """(the `sketchvae.sample.sample` call, page-px answer from its result) for `sample`."""
         self._check_class(cls, required=False)
         classes = [cls] * n if cls is not None else (
             [self.classes[i % len(self.classes)] for i in range(n)] if self.classes else [None] * n)
-        sketches = S.sample(self.sampler, n, temperature, classes=None if not self.classes else classes, seed=seed)
-        return [to_json(centred(model_to_page(s, self.units_per_px(c)))) for s, c in zip(sketches, classes)]
+        upps = [self.units_per_px(c) for c in classes]
+        call = ("sample", {"n": n, "temperature": temperature, "classes": classes if self.classes else None,
+                           "seed": seed})
+        return call, lambda sketches: [to_json(centred(model_to_page(s, u))) for s, u in zip(sketches, upps)]
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int, temperature: float,
                     seed: int | None = None) -> list[list[list[float]]]:

@@ -23,7 +23,7 @@ def _fail(err: BaseException):
 def _stats_line(label: str, st: dict) -> str:
     ended = "-" if st["ended"] is None else f"{100 * st['ended']:.0f} %"
     return (f"    {label:<6} {st['points']:>7.1f} {st['points_median']:>7.0f} {st['strokes']:>8.1f} {ended:>7} "
-            f"{st['width']:>7.0f} x {st['height']:<5.0f}")
+            f"{st['width']:>7.0f} x {st['height']:.0f}")
 
 
 @main.command()
@@ -118,7 +118,7 @@ def score(ckpt, data, split, n, temperature, convention, folds, epochs, seed, de
     if recog:
         click.echo(f"  (recogniser: {result['recogniser']['accuracy'] * 100:.1f} % of the {split} drawings named "
                    f"right)")
-    click.echo(f"  statistics     {'points':>7} {'median':>7} {'strokes':>8} {'ended':>7} {'width x height':>15}")
+    click.echo(f"  {'statistics':<8} {'points':>7} {'median':>7} {'strokes':>8} {'ended':>7} {'width x height':>15}")
     for c in result["classes"]:
         click.echo(f"  {c['class']}")
         click.echo(_stats_line("model", c["stats"]["model"]))

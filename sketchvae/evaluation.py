@@ -183,6 +183,7 @@ def score(sampler: Sampler, cache, split: str = "test", config: ScoreConfig | No
     recogniser (module docstring).  `report(message)` is told each stage (for a progress line).
     Returns {"split", "temperature", "convention", "seed", "max_len", "seconds", "classes": [per class:
     {"class", "m", "c2st", "control", "stats": {"model", "real"}, "recognised"?, "recognised_real"?}],
+    "classes_not_in_data" (the model's classes the data lacks, not scored),
     "recogniser"?: {"classes", "train_per_class", "accuracy"}}.
     """
     from sketchvae.data.cache import open_cache
@@ -206,15 +207,16 @@ def score(sampler: Sampler, cache, split: str = "test", config: ScoreConfig | No
     if model_cfg.class_conditional:
         model_names = sampler.class_names or [str(i) for i in range(model_cfg.num_classes)]
         groups = [(c, names.index(c)) for c in model_names if c in names]
+        missing = [c for c in model_names if c not in names]
         if not groups:
             raise ValueError(f"{where}: none of the model's classes ({', '.join(model_names)}) is in the data "
                              f"(it holds {', '.join(names)})")
     else:
-        groups = [(", ".join(names) if names else "all", None)]
+        groups, missing = [(", ".join(names) if names else "all", None)], []
 
     recogniser = None
     out_classes = []
-    if model_cfg.class_conditional:
+    if model_cfg.class_conditional and len(names) > 1:  # (data of one class: every drawing is "recognised")
         say(f"training the class recogniser on up to {cfg.recogniser_n} training drawings per class")
         idx = np.concatenate([_pick(rng, np.flatnonzero(train_labels == label), cfg.recogniser_n)
                               for label in range(len(names))])
@@ -253,7 +255,8 @@ def score(sampler: Sampler, cache, split: str = "test", config: ScoreConfig | No
 
     convention = check_convention(sampler.convention if cfg.convention is None else cfg.convention)
     result = {"split": split, "temperature": cfg.temperature, "convention": convention,
-              "seed": cfg.seed, "n": cfg.n, "folds": cfg.folds, "max_len": max_len, "classes": out_classes}
+              "seed": cfg.seed, "n": cfg.n, "folds": cfg.folds, "max_len": max_len, "classes": out_classes,
+              "classes_not_in_data": missing}
     if recogniser is not None:
         result["recogniser"] = recogniser_info
     result["seconds"] = time.perf_counter() - t0

@@ -165,6 +165,7 @@ def tiny(tmp_path_factory):
         arrays[name] = np.empty(len(items), dtype=object)
         arrays[name][:] = items
     np.savez(root / "faces.npz", **arrays)
+    np.savez(root / "face.npz", **arrays)  # class "face": one of the class_vae model's two classes
     paths = {}
     for mode in ("vae", "class_vae"):
         torch.manual_seed(0)
@@ -172,7 +173,7 @@ def tiny(tmp_path_factory):
                               num_classes=2 if mode == "class_vae" else 0, class_embed_size=4)
         paths[mode] = save_checkpoint(root / f"{mode}.pt", kind="sketch_rnn", config=cfg, model=SketchRNN(cfg),
                                       class_names=CLASSES if mode == "class_vae" else ["face"], scale_factor=scale)
-    return {"cache": cache, "npz": root / "faces.npz", **paths}
+    return {"cache": cache, "npz": root / "faces.npz", "face_npz": root / "face.npz", **paths}
 
 
 def test_score_class_vae(tiny):
@@ -227,7 +228,15 @@ def test_cli_score(tiny):
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert [c["class"] for c in out["classes"]] == CLASSES and out["checkpoint"] == str(tiny["class_vae"])
-    assert out["classes"][0]["m"] == 10
+    assert out["classes"][0]["m"] == 10 and out["classes_not_in_data"] == []
+
+
+def test_cli_score_class_missing_from_data(tiny):
+    result = _cli(tiny["class_vae"], tiny["face_npz"], "-n", 10, "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    assert "not scored (not in DATA): box" in result.output
+    rows = [line.split() for line in result.output.splitlines() if line.strip().startswith(("face ", "box "))]
+    assert [r[0] for r in rows] == ["face"] and "recognised" not in result.output  # one class: no recogniser
 
 
 def test_cli_score_errors(tiny, tmp_path):

@@ -115,6 +115,8 @@ def score(ckpt, data, split, n, temperature, convention, folds, epochs, seed, de
         if recog:
             line += f"  {100 * c['recognised']:>8.1f} %  {100 * c['recognised_real']:>8.1f} %"
         click.echo(line)
+    if result["classes_not_in_data"]:
+        click.echo(f"  not scored (not in DATA): {', '.join(result['classes_not_in_data'])}")
     if recog:
         click.echo(f"  (recogniser: {result['recogniser']['accuracy'] * 100:.1f} % of the {split} drawings named "
                    f"right)")

@@ -263,4 +263,36 @@ def score(sampler: Sampler, cache, split: str = "test", config: ScoreConfig | No
     return result
 
 
-__all__ = ["ScoreConfig", "rasterize", "sketch_stats", "two_sample_test", "score"]
+def quick_score(sampler: Sampler, view, labels: np.ndarray | None = None, n: int = 100, *, seed: int = 0,
+                folds: int = 5, epochs: int = 10, image_size: int = 32) -> dict:
+    """The cheap score of the training loop's quality curve (`TrainConfig.score_samples`).
+
+    m = min(n, len(view)) drawings of `view` (a cache split) are chosen with `seed`, and the model
+    draws m samples at temperature 0.4, for a `class_vae` of the same classes (`labels`: the model's
+    label of each drawing of the view, -1 for a class it lacks, which is left out); the two-sample test
+    tells them apart.  Returns {"c2st", "c2st_se", "m", "ended", "points"}.  The same seed picks the
+    same drawings and draws at every call.  The model's train/eval mode and torch's global random
+    state are left as they were, so scoring does not change the training run.
+    """
+    model = sampler.model
+    pool = np.arange(len(view)) if labels is None else np.flatnonzero(np.asarray(labels) >= 0)
+    m = min(n, len(pool))
+    if m < folds:
+        raise ValueError(f"the score needs at least folds={folds} drawings, the split has {len(pool)}")
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]):
+            picked = _pick(np.random.default_rng(seed), pool, m)
+            classes = None if labels is None or not model.config.class_conditional \
+                else [int(labels[i]) for i in picked]
+            drawn = sample(sampler, m, 0.4, classes=classes, seed=seed)
+            real = [np.asarray(view[i]) for i in picked]
+            test = two_sample_test(rasterize(real, image_size), rasterize(drawn, image_size), folds=folds,
+                                   epochs=epochs, seed=seed)
+    finally:
+        model.train(was_training)
+    st = sketch_stats(drawn, model.config.max_seq_len)
+    return {"c2st": test["accuracy"], "c2st_se": test["se"], "m": m, "ended": st["ended"], "points": st["points"]}
+
+
+__all__ = ["ScoreConfig", "rasterize", "sketch_stats", "two_sample_test", "score", "quick_score"]

@@ -247,3 +247,29 @@ def test_cli_score_errors(tiny, tmp_path):
     result = _cli(tmp_path / "missing.pt", tiny["cache"])
     assert result.exit_code != 0 and "missing.pt" in result.output
     assert "Examples" in _cli("--help").output
+
+
+# ---------------------------------------------------------------- the quality curve of a training run
+def test_training_records_a_quality_curve_without_changing_the_run(tmp_path):
+    from test_train import read_metrics, tiny_model, tiny_train, write_synthetic_cache
+
+    from sketchvae.run import RunFolder
+    from sketchvae.train import fit
+
+    cache = write_synthetic_cache(tmp_path / "tiny.h5")
+    for mode in ("vae", "class_vae"):
+        plain, scored = tmp_path / f"plain_{mode}", tmp_path / f"scored_{mode}"
+        fit(tiny_model(mode), tiny_train(steps=4, eval_every=2, log_every=1, test_at_end=False), cache, plain)
+        fit(tiny_model(mode), tiny_train(steps=4, eval_every=2, log_every=1, test_at_end=False, score_samples=10),
+            cache, scored)
+        rows = read_metrics(scored)
+        scores = [r for r in rows if r["split"] == "score"]
+        assert [r["step"] for r in scores] == [2, 4]
+        for r in scores:
+            assert r["m"] == 10 and 0 <= r["c2st"] <= 1 and 0 <= r["ended"] <= 1 and r["c2st_se"] > 0
+        # scoring draws from its own generators and restores the model's mode: the same trajectory
+        losses = [(r["step"], r["split"], r["loss"]) for r in rows if r["split"] in ("train", "valid")]
+        assert losses == [(r["step"], r["split"], r["loss"]) for r in read_metrics(plain)
+                          if r["split"] in ("train", "valid")]
+        html = RunFolder(scored).write_report().read_text()
+        assert "Sample quality" in html and "Sample quality" not in RunFolder(plain).write_report().read_text()

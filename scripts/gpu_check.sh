@@ -68,14 +68,14 @@ if [[ $DRY -eq 1 ]]; then
   BENCH_SIZE=(--enc 16 --dec 32 --z 8 --mixture 3 --batches 1 --warmup 0 --no-pad250 --threads 1)
   TRAIN_SIZE=(--enc-rnn-size 16 --dec-rnn-size 32 --z-size 8 --num-mixture 3 --steps 2 --eval-every 2
               --eval-batches 1 --batch-size 8 --max-minutes 1 --threads 1)
-  SAMPLE_ARGS=(--sizes 2 --max-len 10 --seq-sketches 1 --enc 16 --dec 32 --threads 1)
+  SAMPLE_ARGS=(--sizes 2 --max-len 10 --seq-sketches 1 --enc 16 --dec 32 --threads 1 --repeats 1)
   BENCH_DATA=("$OUT/sheep.h5")
   BATCHES=(8)
   LIMITS=(120 120 120 120)  # tests, each bench_train, bench_sample, train
 else
   DEV=cuda
   BENCH_SIZE=(--batches 10 --warmup 2)
-  SAMPLE_ARGS=(--sizes 1,100,1000,10000 --seq-sketches 3)
+  SAMPLE_ARGS=(--sizes 1,100,1000,10000 --seq-sketches 3 --repeats 1)
   BENCH_DATA=("$OUT/quickdraw.h5" "$OUT/sheep.h5")
   BATCHES=(100 512)
   LIMITS=(50 60 40 330)

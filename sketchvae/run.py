@@ -349,6 +349,15 @@ def _report_html(run: RunFolder, metrics: list[dict], ckpt: dict | None) -> str:
                      "valid: the whole validation split (or --eval-batches), with the final KL weight w_KL.</p>")
     else:
         parts.append("<p class='muted'>no metrics recorded yet</p>")
+    if any(r.get("split") == "score" and _num(r.get("c2st")) for r in metrics):
+        png = _quality_png(metrics)
+        parts.append("<h2>Sample quality</h2>")
+        parts.append(f"<img alt='sample quality' src='data:image/png;base64,{base64.b64encode(png).decode()}' "
+                     f"style='max-width: 100%'>")
+        parts.append("<p class='muted'>at each validation (train --score-samples N): N samples at temperature 0.4 "
+                     "against N validation drawings; left, the accuracy of a CNN telling them apart (5-fold, +- its "
+                     "standard error; 0.5 = indistinguishable, see <code>sketchvae score</code>); right, the fraction "
+                     "of samples that ended by themselves before the length limit.</p>")
     parts.append("<h2>Samples over time</h2>")
     grids = run.sample_grids()
     if grids:
@@ -442,6 +451,37 @@ def _curves_png(metrics: list[dict]) -> bytes:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _quality_png(metrics: list[dict]) -> bytes:
+    """The quality curve (split "score" records: c2st +- c2st_se, ended) against step, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in metrics if r.get("split") == "score" and _num(r.get("c2st"))]
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    steps = [r["step"] for r in rows]
+    ax = fig.add_subplot(1, 2, 1)
+    acc = [r["c2st"] for r in rows]
+    se = [r.get("c2st_se", 0.0) if _num(r.get("c2st_se")) else 0.0 for r in rows]
+    ax.errorbar(steps, acc, yerr=se, color="#2ca02c", marker="o", ms=3, lw=1.4, capsize=2)
+    ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
+    ax.set_ylim(0.4, 1.02)
+    ax.set_title("samples told from real (0.5 = indistinguishable)", fontsize=10)
+    ax = fig.add_subplot(1, 2, 2)
+    ended = [(r["step"], r["ended"]) for r in rows if _num(r.get("ended"))]
+    if ended:
+        ax.plot(*zip(*ended), color="#9467bd", marker="o", ms=3, lw=1.4)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("samples that ended by themselves", fontsize=10)
+    for ax in fig.axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

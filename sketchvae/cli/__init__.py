@@ -53,7 +53,7 @@ def main():
     """
 
 
-for _name in ("data", "train", "generate", "mnist", "interop", "serve", "web"):
+for _name in ("data", "train", "generate", "score", "mnist", "interop", "serve", "web"):
     try:
         importlib.import_module(f"sketchvae.cli.{_name}")
     except ModuleNotFoundError as err:  # a stage not written yet

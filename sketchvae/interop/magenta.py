@@ -320,12 +320,12 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None) -> 
         cfg = config_from_dict(SketchRNNConfig, ckpt["config"])  # refuse before building a model we cannot use
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: config does not describe a Sketch-RNN: {err}") from None
+    if cfg.cell != "lstm":
+        _fail(where, f"cell {cfg.cell!r}: magenta-js runs a plain (basic) LSTM and has no "
+                     f"{'HyperLSTM' if cfg.cell == 'hyper' else 'layer-norm LSTM'}; train with --cell lstm")
     if cfg.mode != "decoder":
         _fail(where, f"mode {cfg.mode!r} has an encoder and a latent z; a .gen.json holds only decoder-only "
                      f"(unconditional) models: train one with --mode decoder")
-    if cfg.cell != "lstm":
-        _fail(where, f"cell {cfg.cell!r}: magenta-js runs a plain (basic) LSTM, which cannot express a "
-                     f"layer-norm LSTM; train with --cell lstm")
     if cfg.num_mixture != MAGENTA_JS_MIXTURES:
         _fail(where, f"num_mixture={cfg.num_mixture}: @magenta/sketch 0.2.0 reads exactly {MAGENTA_JS_MIXTURES} "
                      f"mixture components")

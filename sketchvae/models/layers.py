@@ -1,6 +1,7 @@
 """Recurrent layers for Sketch-RNN: a layer-normalised LSTM with recurrent dropout, a plain LSTM with
-recurrent dropout (`DropoutLSTM`, an `nn.LSTM` that drops in training; see its section below), and
-helpers that make `nn.LSTM` start like the reference implementation.
+recurrent dropout (`DropoutLSTM`, an `nn.LSTM` that drops in training; see its section below), a
+HyperLSTM (`HyperLSTM`, magenta's `HyperLSTMCell`; its section below), and helpers that make
+`nn.LSTM` start like the reference implementation.
 
 Layer-norm LSTM (Ba et al. 2016) with recurrent dropout without memory loss (Semeniuta et al. 2016),
 as magenta's `sketch_rnn/rnn.py: LayerNormLSTMCell`:
@@ -21,7 +22,7 @@ CUDA the JIT fuses the pointwise ops) and "compile" (`torch.compile` of one step
 Inductor, looped in Python).  All three compute the same numbers.
 
 State format, shared with `nn.LSTM` so the sampler need not care which cell runs: a tuple
-`(h, c)`, each (num_layers * num_directions = 1, B, H).  Rows can be dropped with
+`(h, c)`, each (num_layers * num_directions = 1, B, H) (B, H + Hh for a HyperLSTM).  Rows can be dropped with
 `state = tuple(s[:, keep] for s in state)`.
 """
 

@@ -264,21 +264,17 @@ def test_magenta_large_preset_is_magentas_big_model_recipe():
     assert train == apply_preset("magenta", {}, {})[1]  # the training recipe is magenta's
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not test_train.SHEEP.exists(), reason="needs ../shared/data/sketchrnn_datasets/aaron_sheep.npz")
-def test_hyper_training_on_aaron_sheep_lowers_validation_loss(tmp_path):
+def test_a_short_hyper_training_lowers_the_validation_loss(tmp_path, cache_path):  # noqa: F811
+    """On the synthetic three-class sketches (README: the same on aaron_sheep, 77 CPU steps)."""
     from sketchvae.data.cache import open_cache
-    from sketchvae.train import TrainConfig, evaluate, fit, make_batches, prepare_data
+    from sketchvae.train import evaluate, fit, make_batches
 
     torch.set_num_threads(1)
-    cache = prepare_data([str(test_train.SHEEP)], tmp_path)
-    mcfg = SketchRNNConfig(cell="hyper", enc_rnn_size=32, dec_rnn_size=64, z_size=16, num_mixture=5,
-                           hyper_rnn_size=32, hyper_embed_size=8)
-    tcfg = TrainConfig(steps=40, batch_size=32, eval_every=40, eval_batches=2, lr=3e-3, device="cpu",
-                       test_at_end=False, augment_drop=0.0)
-    result = fit(mcfg, tcfg, cache, tmp_path / "run")
-    torch.manual_seed(0)
-    c = open_cache(cache)
-    untrained = evaluate(SketchRNN(mcfg), make_batches(c, "valid", 32, 250, scale_factor=float(c.scale_factor),
-                                                       shuffle=False, seed=0), max_batches=2)
-    assert result.final_valid["recon"] < untrained["recon"] - 0.15
+    mcfg = test_train.tiny_model(cell="hyper", hyper_rnn_size=16, hyper_embed_size=4)
+    result = fit(mcfg, test_train.tiny_train(steps=30, eval_every=30, lr=3e-3, test_at_end=False), cache_path,
+                 tmp_path / "run")
+    torch.manual_seed(1)  # the seed fit starts from: the same initial weights
+    c = open_cache(cache_path)
+    untrained = evaluate(SketchRNN(mcfg), make_batches(c, "valid", 8, mcfg.max_seq_len,
+                                                       scale_factor=float(c.scale_factor), shuffle=False, seed=0))
+    assert result.final_valid["recon"] < untrained["recon"] - 0.2, (untrained, result.final_valid)  # 2.26 -> 1.91

@@ -81,10 +81,12 @@ def magenta_params(cell: HyperLSTM) -> dict:
     """Our parameters under magenta's variable names and shapes (per gate term, (in, out) matrices)."""
     sd = {k: v.detach().double().numpy() for k, v in cell.state_dict().items()}
     E = cell.embed_size
-    p = {"W_xh": sd["weight_ih"].T, "W_hh": sd["weight_hh"].T, "bias": sd["bias"].reshape(-1),
+    H = cell.hidden_size
+    p = {"W_xh": sd["weight_ih"].T, "W_hh": sd["weight_hh"][:4 * H].T, "bias": sd["bias"].reshape(-1),
          "ln_gamma": sd["ln_gamma"].reshape(-1), "ln_beta": sd["ln_beta"].reshape(-1),
          "ln_c_gamma": sd["ln_c_gamma"], "ln_c_beta": sd["ln_c_beta"],
-         "hyper_W_xh": sd["hyper.weight_ih"].T, "hyper_W_hh": sd["hyper.weight_hh"].T,
+         "hyper_W_xh": np.concatenate([sd["hyper.weight_ih"], sd["weight_hh"][4 * H:]], 1).T,  # on [x, h]
+         "hyper_W_hh": sd["hyper.weight_hh"].T,
          "hyper_ln_gamma": sd["hyper.ln_gamma"].reshape(-1), "hyper_ln_beta": sd["hyper.ln_beta"].reshape(-1),
          "hyper_ln_c_gamma": sd["hyper.ln_c_gamma"], "hyper_ln_c_beta": sd["hyper.ln_c_beta"]}
     rows = lambda n: slice(n * E, (n + 1) * E)  # noqa: E731
@@ -142,6 +144,8 @@ def test_cell_starts_like_magentas():
         w = p["W_hh"][:, k * 16:(k + 1) * 16]
         np.testing.assert_allclose(w.T @ w, np.eye(16), atol=1e-6)  # orthogonal per gate
     assert 0.005 < p["hyper_ih/zb/w"].std() < 0.02 and not p["bias"].any()
+    bound = np.sqrt(6 / (7 + 16 + 4 * 12))  # Glorot over the hyper cell's whole [x, h] input matrix
+    assert np.abs(p["hyper_W_xh"]).max() <= bound and np.abs(p["hyper_W_xh"]).max() > 0.9 * bound
     assert (p["ln_gamma"] == 1).all() and not p["ln_beta"].any()
 
 
@@ -212,11 +216,15 @@ def test_model_wiring_dropout_and_encoder_cell():
     assert SketchRNNConfig(cell="hyper").encoder_cell == "hyper" and SketchRNNConfig().decoder_state_size == 512
 
 
-def test_batched_sampling_equals_one_at_a_time():
+def test_batched_sampling_equals_one_at_a_time_after_training_steps():
     torch.manual_seed(0)
     cfg = SketchRNNConfig(cell="hyper", enc_rnn_size=6, dec_rnn_size=12, z_size=4, num_mixture=3, max_seq_len=25,
                           hyper_rnn_size=6, hyper_embed_size=3)
-    sp = S.Sampler(SketchRNN(cfg).double().eval(), 10.0, [])
+    model = SketchRNN(cfg).double()
+    for _ in range(3):  # as in fit: training steps through the scripted scan, then samples under inference_mode
+        out, _ = model.decoder_rnn(torch.randn(2, 4, 9, dtype=torch.float64))
+        out.sum().backward()
+    sp = S.Sampler(model.eval(), 10.0, [])
     g = torch.Generator().manual_seed(3)
     noise = torch.cat([torch.rand(25, 7, 2, generator=g), torch.randn(25, 7, 2, generator=g)], -1)
     a = S.sample(sp, 7, 1.0, seed=5, noise=noise)

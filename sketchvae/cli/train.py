@@ -159,7 +159,7 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, pre
       sketchvae train drawings/ -o runs/mine --skip-bad       # skip malformed drawings
       sketchvae train cat.npz pig.npz --mode class_vae -o runs/catpig --steps 50000
       sketchvae train sheep.npz --preset magenta -o runs/sheep_ref
-      sketchvae train sheep.npz --cell hyper -o runs/sheep_hyper --steps 2000
+      sketchvae train sheep.npz -o runs/hyper --cell hyper --dec-rnn-size 128 --hyper-rnn-size 64 --steps 500
       sketchvae train -o runs/sheep --resume --steps 40000
       sketchvae train cat.npz -o runs/sheep2cat --init-from runs/sheep/last.pt
       sketchvae report runs/sheep

@@ -22,8 +22,8 @@ CUDA the JIT fuses the pointwise ops) and "compile" (`torch.compile` of one step
 Inductor, looped in Python).  All three compute the same numbers.
 
 State format, shared with `nn.LSTM` so the sampler need not care which cell runs: a tuple
-`(h, c)`, each (num_layers * num_directions = 1, B, H) (B, H + Hh for a HyperLSTM).  Rows can be dropped with
-`state = tuple(s[:, keep] for s in state)`.
+`(h, c)`, each (num_layers * num_directions = 1, B, H), or (1, B, H + Hh) for a HyperLSTM.  Rows
+can be dropped with `state = tuple(s[:, keep] for s in state)`.
 """
 
 from __future__ import annotations
@@ -544,8 +544,9 @@ def plain_lstm(input_size: int, hidden_size: int, recurrent_dropout: float = 0.0
 #
 # Storage (so a step is a few large matmuls): `weight_z` (12E, Hh) holds the rows of
 # [Wzx_i..o | Wzh_i..o | Wzb_i..o], `bias_z` (8E,) the biases of the first eight, `weight_d`
-# (12, E, H) the matrices [Dx_i..o | Dh_i..o | Db_i..o].  The hyper cell's input weights on [x, h]
-# are its `weight_ih` (4Hh, I + H).
+# (12, E, H) the matrices [Dx_i..o | Dh_i..o | Db_i..o].  The hyper cell's input weights on x are
+# its `weight_ih` (4Hh, I); those on h are rows 4H: of this module's `weight_hh` (4H + 4Hh, H), below
+# Wh, so one matmul per step gives both (magenta initialises the two parts as one Glorot matrix).
 #
 # State: (h, c) each (1, B, H + Hh): the main cell's units first, then the hyper cell's, as
 # magenta's total_h / total_c.  The same 2-tuple as the other cells, only wider, so rows drop the
@@ -559,7 +560,7 @@ def hyper_lstm_step(xw: Tensor, xv: Tensor, h: Tensor, c: Tensor, hh: Tensor, hc
 
     xw: (B, 4H) = x Wx^T; xv: (B, 4Hh) = x (the hyper cell's input weights on x)^T; h, c: (B, H)
     main state; hh, hc: (B, Hh) hyper state; drop: (B, H) scaled mask for g or None.  params, in
-    order: w_rec (4H + 4Hh, H) = [Wh; hyper input weights on h], the hyper cell's w_hh (4Hh, Hh),
+    order: w_hh (4H + 4Hh, H) = [Wh; hyper input weights on h], the hyper cell's w_hh (4Hh, Hh),
     ln gamma, beta (4, Hh), ln_c gamma, beta (Hh,), weight_z (12E, Hh), bias_z (12E,) (zeros for
     the zb rows), weight_d (12, E, H), b (4, H), ln gamma, beta (4, H), ln_c gamma, beta (H,).
     Returns (h', c', ĥ', ĉ').
@@ -627,20 +628,24 @@ class HyperLSTM(OwnRecurrence, nn.Module):
         self.embed_size = embed_size
         self.forget_bias = float(forget_bias)
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))  # (4H, I) Wx, gates i, j, f, o
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))  # (4H, H) Wh
+        # (4H + 4Hh, H): Wh (gates i, j, f, o), then the hyper cell's input weights on h
+        self.weight_hh = nn.Parameter(torch.empty(4 * (hidden_size + hyper_size), hidden_size))
         self.bias = nn.Parameter(torch.zeros(4, hidden_size))  # b (magenta's `bias`, under the LN)
         self.ln_gamma = nn.Parameter(torch.ones(4, hidden_size))
         self.ln_beta = nn.Parameter(torch.zeros(4, hidden_size))
         self.ln_c_gamma = nn.Parameter(torch.ones(hidden_size))
         self.ln_c_beta = nn.Parameter(torch.zeros(hidden_size))
-        # the hyper cell: its parameters and init; this module runs it inside its own step
-        self.hyper = LayerNormLSTM(input_size + hidden_size, hyper_size, 0.0, forget_bias, backend)
+        # the hyper cell (its weights on x, recurrent weights, layer norms); this module runs it in its own step
+        self.hyper = LayerNormLSTM(input_size, hyper_size, 0.0, forget_bias, backend)
         self.weight_z = nn.Parameter(torch.zeros(12 * embed_size, hyper_size))  # [Wzx | Wzh | Wzb]
         self.bias_z = nn.Parameter(torch.ones(8 * embed_size))  # [bzx | bzh]; zb has no bias
         self.weight_d = nn.Parameter(torch.zeros(12, embed_size, hidden_size))  # [Dx | Dh | Db]
         nn.init.xavier_uniform_(self.weight_ih)
-        lstm_orthogonal_(self.weight_hh)
+        lstm_orthogonal_(self.weight_hh[:4 * hidden_size])
+        bound = math.sqrt(6.0 / (input_size + hidden_size + 4 * hyper_size))  # Glorot over the hyper's [x, h] input
         with torch.no_grad():
+            self.hyper.weight_ih.uniform_(-bound, bound)
+            self.weight_hh[4 * hidden_size:].uniform_(-bound, bound)
             self.weight_z[8 * embed_size:].normal_(0.0, 0.01)
             self.weight_d[:8].fill_(0.1 / embed_size)
 
@@ -666,13 +671,16 @@ class HyperLSTM(OwnRecurrence, nn.Module):
         c, hc = c_all[:, :hidden], c_all[:, hidden:]
         xt = x.transpose(0, 1)  # (T, B, I)
         xw = torch.matmul(xt, self.weight_ih.t())  # (T, B, 4H)
-        v_x, v_h = self.hyper.weight_ih.split([self.input_size, hidden], dim=1)  # (4Hh, I), (4Hh, H)
-        xv = torch.matmul(xt, v_x.t())  # (T, B, 4Hh)
+        xv = torch.matmul(xt, self.hyper.weight_ih.t())  # (T, B, 4Hh)
         drop, valid = self._drop_and_valid(steps, bsz, x.device, dtype, lengths)  # (T, B, H), (T, B, 1)
         hyp = self.hyper
-        params = [torch.cat([self.weight_hh, v_h], dim=0), hyp.weight_hh, hyp.ln_gamma, hyp.ln_beta, hyp.ln_c_gamma,
+        params = [self.weight_hh, hyp.weight_hh, hyp.ln_gamma, hyp.ln_beta, hyp.ln_c_gamma,
                   hyp.ln_c_beta, self.weight_z, torch.cat([self.bias_z, self.bias_z.new_zeros(4 * self.embed_size)]),
                   self.weight_d, self.bias, self.ln_gamma, self.ln_beta, self.ln_c_gamma, self.ln_c_beta]
+        if not torch.is_grad_enabled():
+            # without autograd (sampling, evaluation): plain tensors, or the scripted scan, which takes its
+            # parameters as a list, would still build its backward graph (and fail under inference_mode)
+            params = [q.detach() for q in params]
         if self.backend == "compile":
             out, (h, c, hh, hc) = _stepwise_scan(_compiled(hyper_lstm_step), (xw.to(dtype), xv.to(dtype)),
                                                  (h, c, hh, hc), (params, self.forget_bias, LN_EPS), drop, valid)

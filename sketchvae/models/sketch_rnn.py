@@ -72,7 +72,8 @@ class SketchRNNConfig:
     # Recurrent cell of the decoder, and of the encoder unless enc_cell is set: "lstm" (plain LSTM as
     # magenta's LSTMCell: nn.LSTM, cuDNN on GPU; with recurrent_dropout > 0 a `DropoutLSTM` with the
     # same parameters in training) | "layer_norm" (layer-norm LSTM, as magenta's LayerNormLSTMCell) |
-    # "hyper" (HyperLSTM with layer norm, as magenta's HyperLSTMCell; ~2-3x the layer_norm step cost).
+    # "hyper" (HyperLSTM with layer norm, as magenta's HyperLSTMCell; on CPU at the default sizes a
+    # training step costs ~2.1x the layer_norm one and ~7x the lstm one: README, "Models").
     cell: str = "lstm"
     # Recurrent cell of the encoder when it differs from `cell` (magenta's enc_model); None = `cell`.
     # magenta's large models: enc_cell "layer_norm" with cell "hyper" (`--preset magenta-large`).

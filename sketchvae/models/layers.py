@@ -525,7 +525,7 @@ def plain_lstm(input_size: int, hidden_size: int, recurrent_dropout: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------------
-# HyperLSTM (Ha, Dai & Le 2016, "HyperNetworks", sec. 3.2 and appendix), as magenta's
+# HyperLSTM (Ha, Dai & Le 2016, "HyperNetworks": the dynamic hypernetwork for LSTMs), as magenta's
 # `rnn.py: HyperLSTMCell` with the defaults its Sketch-RNN uses: layer norm on, Hh = 256 hyper
 # units, embedding E = 32, recurrent dropout on the main cell's candidate only (none in the hyper
 # cell).  A small layer-norm LSTM (the hyper cell) reads [x_t, h_{t-1}] and, at every step, emits
@@ -534,7 +534,7 @@ def plain_lstm(input_size: int, hidden_size: int, recurrent_dropout: float = 0.0
 #     (ĥ, ĉ)  = LNLSTM_hyper([x, h], (ĥ, ĉ))                     Hh units, forget bias 1, no dropout
 #     zx_k = Wzx_k ĥ + bzx_k,  zh_k = Wzh_k ĥ + bzh_k,  zb_k = Wzb_k ĥ      E units, k in i, j, f, o
 #     dx_k = Dx_k zx_k,        dh_k = Dh_k zh_k,        db_k = Db_k zb_k      H units, no bias
-#     pre_k = dx_k * (Wx_k x) + dh_k * (Wh_k h) + db_k + b_k               (eq. 11 of the paper)
+#     pre_k = dx_k * (Wx_k x) + dh_k * (Wh_k h) + db_k + b_k               per-row weight scaling
 #     [i, j, f, o] = LN_gates(pre);  g = dropout(tanh(j))
 #     c' = c * sigmoid(f + forget_bias) + sigmoid(i) * g;  h' = tanh(LN_c(c')) * sigmoid(o)
 #

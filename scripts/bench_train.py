@@ -15,6 +15,9 @@ same batches (length-bucketed, padded to the longest sketch in each batch):
   rdrop      with --recurrent-dropout P: the full step of the same model (same weights) with
              recurrent dropout P in encoder and decoder (`DropoutLSTM`, magenta's default model),
              timed alternately with `full`; `rdrop/full` is its cost against nn.LSTM
+  cells      with --cells A B ...: the full step with each cell in encoder and decoder (same sizes,
+             same batches, recurrent dropout --cell-dropout, the training default 0.1), timed
+             alternately; each cell's step time is printed as a ratio against the first cell's
 
 and prints sketches/second, full / baseline (target <= 1.2), pad250 / full and rdrop / full.  Reference point:
 the fastest existing PyTorch port does about 35 sketches/s on 2 CPU cores with denormals flushed
@@ -25,6 +28,7 @@ aaron_sheep on a GPU.
     python scripts/bench_train.py --device cuda --batches 20
     python scripts/bench_train.py --data sheep --batches 3 --no-pad250
     python scripts/bench_train.py --data sheep --recurrent-dropout 0.1 --threads 1 --enc 128 --dec 256
+    python scripts/bench_train.py --data quickdraw --cells lstm layer_norm hyper --no-pad250 --threads 1 --cpu-time
 
 Numbers are medians over the timed batches (after warm-up); run it on an otherwise idle machine
 and report the spread (printed as min..max).
@@ -59,6 +63,7 @@ SHARED = _shared_data()
 SHEEP = SHARED / "sketchrnn_datasets" / "aaron_sheep.npz"
 QUICKDRAW = SHARED / "quickdraw" / "simplified_first25_per_class"
 PORT_CPU_SKETCHES_PER_S = 35.0  # fastest existing PyTorch port, 2 CPU cores, denormals flushed
+_clock = time.perf_counter  # time.process_time with --cpu-time
 
 
 class BareBaseline(nn.Module):
@@ -105,14 +110,14 @@ def time_baseline(baseline: nn.Module, batches: list, device: torch.device, warm
     for i, batch in enumerate(batches):
         strokes = batch.strokes.to(device)
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = _clock()
         baseline.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = baseline(strokes)
         out.float().square().mean().backward()
         _sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(_clock() - t0)
     return times
 
 
@@ -121,12 +126,12 @@ def time_full(trainer, loader, n: int, device: torch.device, warmup: int) -> lis
     it = iter(loader)
     for i in range(n):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = _clock()
         batch = next(it)  # batching from the cache (gather, normalise, augment, collate) is part of the step
         trainer.train_step(batch)
         _sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(_clock() - t0)
     return times
 
 
@@ -165,12 +170,25 @@ def bench_dataset(name: str, args, device: torch.device, tmp: Path) -> dict:
         rmodel.load_state_dict(model.state_dict())  # same weights: nn.LSTM and DropoutLSTM share the layout
         rmodel.set_rnn_backend(args.rnn_backend).to(device)
         rdrop_trainer = Trainer(rmodel, tcfg, device)
+    cell_trainers = {}
+    for cell in args.cells:
+        torch.manual_seed(args.seed)
+        cmodel = SketchRNN(dataclasses.replace(mcfg, cell=cell, recurrent_dropout=args.cell_dropout))
+        cell_trainers[cell] = Trainer(cmodel.set_rnn_backend(args.rnn_backend).to(device), tcfg, device)
     base_t, full_t, rdrop_t = [], [], []
+    cell_t = {cell: [] for cell in args.cells}
     for _ in range(args.repeats):
         base_t += time_baseline(baseline, batches, device, args.warmup)
         full_t += time_full(trainer, loader(), n, device, args.warmup)
         if rdrop_trainer is not None:
             rdrop_t += time_full(rdrop_trainer, loader(), n, device, args.warmup)
+        for cell, cell_trainer in cell_trainers.items():
+            cell_t[cell] += time_full(cell_trainer, loader(), n, device, args.warmup)
+    if cell_t:
+        result["cell_dropout"] = args.cell_dropout
+        result["cells"] = {cell: _summ(t, args.batch_size) for cell, t in cell_t.items()}
+        first = result["cells"][args.cells[0]]["median_s"]
+        result["cell_over_first"] = {cell: r["median_s"] / first for cell, r in result["cells"].items()}
     result["baseline"] = _summ(base_t, args.batch_size)
     result["full"] = _summ(full_t, args.batch_size)
     result["full_over_baseline"] = result["full"]["median_s"] / result["baseline"]["median_s"]
@@ -206,17 +224,26 @@ def main(argv=None) -> int:
     p.add_argument("--dec", type=int, default=512)
     p.add_argument("--z", type=int, default=128)
     p.add_argument("--mixture", type=int, default=20)
-    p.add_argument("--cell", default="lstm", choices=["lstm", "layer_norm"])
+    p.add_argument("--cell", default="lstm", choices=["lstm", "layer_norm", "hyper"])
+    p.add_argument("--cells", nargs="+", default=[], choices=["lstm", "layer_norm", "hyper"],
+                   help="also time the full step with each of these cells; ratios against the first")
+    p.add_argument("--cell-dropout", type=float, default=0.1, help="recurrent dropout of the --cells models")
     p.add_argument("--recurrent-dropout", type=float, default=0.0,
                    help="also time the full step with this recurrent dropout (ratio against the same step without)")
     p.add_argument("--rnn-backend", default="script", choices=["script", "eager", "compile"],
-                   help="how the recurrent-dropout LSTM runs (see sketchvae/models/layers.py)")
+                   help="how the recurrent-dropout LSTM and the layer-norm / hyper cells run "
+                        "(see sketchvae/models/layers.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pad250", dest="pad250", action="store_false")
     p.add_argument("--no-flush-denormal", dest="flush", action="store_false",
                    help="leave denormals on (to see what flushing buys)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with this process's CPU time instead of the wall clock: on a shared, loaded CPU "
+                        "machine with --threads 1 that is the step's own cost (not for --device cuda)")
     p.add_argument("--json", type=Path, help="also write the results to this file")
     args = p.parse_args(argv)
+    global _clock
+    _clock = time.process_time if args.cpu_time else time.perf_counter
 
     from sketchvae import runtime
 
@@ -226,6 +253,7 @@ def main(argv=None) -> int:
         if args.flush:
             runtime.configure_cpu()
     print(f"device {device}, threads {torch.get_num_threads()}, flush denormals {args.flush}, "
+          f"clock {'process CPU time' if args.cpu_time else 'wall'}, "
           f"torch {torch.__version__}, model enc {args.enc} dec {args.dec} z {args.z} M {args.mixture}, "
           f"batch {args.batch_size}", flush=True)
     results = []
@@ -241,6 +269,10 @@ def main(argv=None) -> int:
             if "rdrop" in r:
                 line += (f" | rdrop {r['recurrent_dropout']:g} {r['rdrop']['sketches_per_s']:7.1f}/s = "
                          f"{r['rdrop_over_full']:.2f}x the nn.LSTM step")
+            if "cells" in r:
+                line += f" | cells (recurrent dropout {r['cell_dropout']:g}): " + ", ".join(
+                    f"{cell} {c['sketches_per_s']:.1f}/s = {r['cell_over_first'][cell]:.2f}x"
+                    for cell, c in r["cells"].items())
             if "full_over_port" in r:
                 line += f" | {r['full_over_port']:.1f}x the port's {PORT_CPU_SKETCHES_PER_S:.0f}/s"
             print(line, flush=True)

@@ -213,6 +213,10 @@ def test_missing_file_and_unknown_direction(tmp_path, tiny):
     ({"mode": "vae"}, "mode 'vae' has an encoder"),
     ({"mode": "class_vae", "num_classes": 2}, "mode 'class_vae' has an encoder"),
     ({"cell": "layer_norm"}, "cell 'layer_norm'"),
+    ({"cell": "hyper", "hyper_rnn_size": 4, "hyper_embed_size": 2}, "cell 'hyper': magenta-js and the export-web "
+                                                                    "page run a plain (basic) LSTM and have no HyperLSTM"),
+    ({"mode": "vae", "enc_cell": "layer_norm"}, "enc_cell 'layer_norm'"),  # the encoder's cell counts too
+    ({"cell": "hyper", "mode": "vae"}, "have no HyperLSTM"),  # the cell first: a decoder-only hyper model is no help
     ({"num_mixture": 5}, "reads exactly 20 mixture components"),
 ])
 def test_export_refuses_what_the_format_cannot_hold(tmp_path, cfg, phrase):

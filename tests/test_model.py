@@ -12,12 +12,12 @@ from sketchvae.models import SketchRNN, SketchRNNConfig
 from sketchvae.models.layers import LayerNormBiLSTMEncoder, LayerNormLSTM, reverse_padded
 
 MODES = ["vae", "decoder", "class_vae"]
-CELLS = ["lstm", "layer_norm"]
+CELLS = ["lstm", "layer_norm", "hyper"]
 
 
 def tiny(mode="vae", cell="lstm", **kw):
     base = dict(mode=mode, cell=cell, enc_rnn_size=6, dec_rnn_size=8, z_size=3, num_mixture=2, max_seq_len=12,
-                num_classes=3 if mode == "class_vae" else 0, class_embed_size=2)
+                num_classes=3 if mode == "class_vae" else 0, class_embed_size=2, hyper_rnn_size=5, hyper_embed_size=3)
     base.update(kw)
     return SketchRNNConfig(**base)
 
@@ -54,7 +54,9 @@ def test_config_defaults_are_the_reference_ones():
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(mode="gan"), ["'gan'", "vae", "decoder", "class_vae"]),
-    (dict(cell="gru"), ["'gru'", "lstm", "layer_norm"]),
+    (dict(cell="gru"), ["'gru'", "lstm", "layer_norm", "hyper"]),
+    (dict(enc_cell="gru"), ["enc_cell='gru'", "hyper", "None"]),
+    (dict(hyper_rnn_size=0), ["hyper_rnn_size=0", ">= 1"]),
     (dict(z_size=0), ["z_size=0", ">= 1"]),
     (dict(num_mixture=2.5), ["num_mixture=2.5", "integer"]),
     (dict(input_dropout=1.0), ["input_dropout=1.0", "[0, 1)"]),
@@ -70,8 +72,8 @@ def test_config_errors_name_value_and_allowed_set(kwargs, words):
 
 
 def test_config_round_trips_through_a_dict():
-    c = tiny("class_vae", "layer_norm", recurrent_dropout=0.1)
-    assert config_from_dict(SketchRNNConfig, dataclasses.asdict(c)) == c
+    for c in (tiny("class_vae", "layer_norm", recurrent_dropout=0.1), tiny("vae", "hyper", enc_cell="layer_norm")):
+        assert config_from_dict(SketchRNNConfig, dataclasses.asdict(c)) == c
 
 
 # ---------------------------------------------------------------- model
@@ -124,7 +126,7 @@ def test_stepwise_decoding_equals_teacher_forcing(mode, cell):
         for t in range(strokes.shape[1] - 1):
             p, pen, state = model.step(strokes[:, t], z, labels, state)
             assert p.mu_x.shape == (2, 1, 2) and pen.shape == (2, 1, 3)
-            assert state[0].shape == state[1].shape == (1, 2, 8)
+            assert state[0].shape == state[1].shape == (1, 2, 8 + 5 * (cell == "hyper"))
             for a, b in zip(p, full.select((slice(None), slice(t, t + 1)))):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(pen, pen_full[:, t:t + 1], rtol=1e-5, atol=1e-6)
@@ -281,7 +283,8 @@ def test_recurrent_dropout_only_in_training():
 
 
 # ---------------------------------------------------------------- checkpoint
-@pytest.mark.parametrize("mode,cell", [("vae", "lstm"), ("class_vae", "layer_norm"), ("decoder", "lstm")])
+@pytest.mark.parametrize("mode,cell", [("vae", "lstm"), ("class_vae", "layer_norm"), ("decoder", "lstm"),
+                                       ("vae", "hyper"), ("class_vae", "hyper")])
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mode, cell):
     model = make_model(mode, cell)
     with torch.no_grad():  # move away from the init so a fresh model would differ

@@ -60,7 +60,13 @@ _MODEL_OPTIONS = [
     ("--num-mixture", "num_mixture", int, "Gaussian mixture components M."),
     ("--max-seq-len", "max_seq_len", int, "N_max: longest sketch trained on (longer ones are left out; the "
      "reconstruction loss is divided by it). Default: the longest sketch in the data, as magenta."),
-    ("--cell", "cell", click.Choice(["lstm", "layer_norm"]), "lstm (nn.LSTM, fastest) | layer_norm (LN-LSTM)."),
+    ("--cell", "cell", click.Choice(["lstm", "layer_norm", "hyper"]),
+     "Decoder (and encoder) cell: lstm (nn.LSTM, fastest) | layer_norm (LN-LSTM) | hyper (HyperLSTM with LN, "
+     "magenta's cell for its large models; slowest)."),
+    ("--enc-cell", "enc_cell", click.Choice(["lstm", "layer_norm", "hyper"]),
+     "Encoder cell when it differs from --cell (e.g. --cell hyper --enc-cell layer_norm, as --preset magenta-large)."),
+    ("--hyper-rnn-size", "hyper_rnn_size", int, "Units of the small LSTM inside each hyper cell (--cell hyper)."),
+    ("--hyper-embed-size", "hyper_embed_size", int, "Size of the hyper cell's per-gate signals (--cell hyper)."),
     ("--recurrent-dropout", "recurrent_dropout", float,
      "Probability of dropping a unit of the LSTM candidate g per step (training only; magenta: 0.1)."),
     ("--input-dropout", "input_dropout", float, "Decoder input dropout probability."),
@@ -79,7 +85,7 @@ SHOWN_DEFAULTS = {
     "eval_batches": 0, "test_at_end": True, "score_samples": 0, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
     "num_threads": 0, "max_minutes": 0.0,
     "mode": "vae", "enc_rnn_size": 256, "dec_rnn_size": 512, "z_size": 128, "num_mixture": 20, "max_seq_len": 250,
-    "cell": "lstm", "recurrent_dropout": 0.1, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
+    "cell": "lstm", "enc_cell": None, "hyper_rnn_size": 256, "hyper_embed_size": 32, "recurrent_dropout": 0.1, "input_dropout": 0.0, "output_dropout": 0.0, "class_embed_size": 32,
 }
 
 
@@ -87,7 +93,8 @@ def _add_options(func):
     # The option defaults stay None so we can tell which options the user gave (on --resume only
     # those override the saved ones); the dataclasses decide the real defaults, shown in the help.
     for spec, field, typ, help_text in reversed(_MODEL_OPTIONS + _TRAIN_OPTIONS):
-        shown = SHOWN_DEFAULTS[field] if field != "max_seq_len" else "the longest sketch in DATA"
+        shown = {"max_seq_len": "the longest sketch in DATA", "enc_cell": "the same as --cell"}.get(
+            field, SHOWN_DEFAULTS[field])
         if typ is bool:
             shown = spec.split("/")[0 if shown else 1]
         kwargs = {"default": None, "help": f"{help_text}  [default: {shown}]"}
@@ -130,8 +137,9 @@ def _is_cache(data) -> bool:
               help="Progress bar on stderr [default: only when stderr is a terminal].")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="Start from a named configuration; options given explicitly win. magenta: the reference's "
-                   "(recurrent dropout 0.1, enc 256 / dec 512, KL weight 0.5 from 0.01, ...; see "
-                   "sketchvae/presets.py and the README's 'Differences from magenta').")
+                   "(recurrent dropout 0.1, enc 256 / dec 512, KL weight 0.5 from 0.01, ...); magenta-large: its "
+                   "big-model recipe (layer_norm encoder 512, hyper decoder 2048, no recurrent dropout; a GPU "
+                   "job). See sketchvae/presets.py and the README's 'Differences from magenta'.")
 @_add_options
 def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, preset, **options):
     """Train Sketch-RNN on DATA and write the run folder -o RUN_DIR.
@@ -154,6 +162,7 @@ def train(data, run_dir, resume, init_from, tensorboard, skip_bad, progress, pre
       sketchvae train drawings/ -o runs/mine --skip-bad       # skip malformed drawings
       sketchvae train cat.npz pig.npz --mode class_vae -o runs/catpig --steps 50000
       sketchvae train sheep.npz --preset magenta -o runs/sheep_ref
+      sketchvae train sheep.npz -o runs/hyper --cell hyper --dec-rnn-size 128 --hyper-rnn-size 64 --steps 500
       sketchvae train -o runs/sheep --resume --steps 40000
       sketchvae train cat.npz -o runs/sheep2cat --init-from runs/sheep/last.pt
       sketchvae report runs/sheep

@@ -434,13 +434,15 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None, *, 
         cfg = config_from_dict(SketchRNNConfig, ckpt["config"])  # refuse before building a model we cannot use
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: config does not describe a Sketch-RNN: {err}") from None
+    # the cells first: a model with another cell cannot be exported whatever its mode
+    for part, cell in (("cell", cfg.cell), ("enc_cell", cfg.encoder_cell if cfg.mode != "decoder" else "lstm")):
+        if cell != "lstm":
+            _fail(where, f"{part} {cell!r}: magenta-js and the export-web page run a plain (basic) LSTM and have no "
+                         f"{'HyperLSTM' if cell == 'hyper' else 'layer-norm LSTM'}; train with --cell lstm")
     if cfg.mode != "decoder" and not extension:
         _fail(where, f"mode {cfg.mode!r} has an encoder and a latent z; a .gen.json holds only decoder-only "
                      f"(unconditional) models: train one with --mode decoder (or use `sketchvae export-web`, "
                      f"whose page runs {cfg.mode} models)")
-    if cfg.cell != "lstm":
-        _fail(where, f"cell {cfg.cell!r}: magenta-js and the export-web page run a plain (basic) LSTM, which "
-                     f"cannot express a layer-norm LSTM; train with --cell lstm")
     if cfg.num_mixture != MAGENTA_JS_MIXTURES and not extension:
         _fail(where, f"num_mixture={cfg.num_mixture}: @magenta/sketch 0.2.0 reads exactly {MAGENTA_JS_MIXTURES} "
                      f"mixture components")

@@ -1,6 +1,7 @@
 """Recurrent layers for Sketch-RNN: a layer-normalised LSTM with recurrent dropout, a plain LSTM with
-recurrent dropout (`DropoutLSTM`, an `nn.LSTM` that drops in training; see its section below), and
-helpers that make `nn.LSTM` start like the reference implementation.
+recurrent dropout (`DropoutLSTM`, an `nn.LSTM` that drops in training; see its section below), a
+HyperLSTM (`HyperLSTM`, magenta's `HyperLSTMCell`; its section below), and helpers that make
+`nn.LSTM` start like the reference implementation.
 
 Layer-norm LSTM (Ba et al. 2016) with recurrent dropout without memory loss (Semeniuta et al. 2016),
 as magenta's `sketch_rnn/rnn.py: LayerNormLSTMCell`:
@@ -21,8 +22,8 @@ CUDA the JIT fuses the pointwise ops) and "compile" (`torch.compile` of one step
 Inductor, looped in Python).  All three compute the same numbers.
 
 State format, shared with `nn.LSTM` so the sampler need not care which cell runs: a tuple
-`(h, c)`, each (num_layers * num_directions = 1, B, H).  Rows can be dropped with
-`state = tuple(s[:, keep] for s in state)`.
+`(h, c)`, each (num_layers * num_directions = 1, B, H), or (1, B, H + Hh) for a HyperLSTM.  Rows
+can be dropped with `state = tuple(s[:, keep] for s in state)`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -41,18 +42,14 @@ LN_EPS = 1e-3  # magenta's layer-norm epsilon
 BACKENDS = ("eager", "script", "compile")
 
 
-def ln_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, gamma: Tensor, beta: Tensor,
-                 gamma_c: Tensor, beta_c: Tensor, forget_bias: float, eps: float,
-                 drop: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """One layer-norm LSTM step.
+def ln_lstm_cell(gates: Tensor, c: Tensor, gamma: Tensor, beta: Tensor, gamma_c: Tensor, beta_c: Tensor,
+                 forget_bias: float, eps: float, drop: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """What a layer-norm LSTM step does after its gate pre-activations: LN per gate, the memory update
+    and the LN of c (shared by `ln_lstm_step` and `hyper_lstm_step`).
 
-    xw: (B, 4H) input projection x W_ih^T of this step; h, c: (B, H); w_hh: (4H, H);
-    gamma, beta: (4, H) per-gate LN gain/shift; gamma_c, beta_c: (H,); drop: (B, H) scaled
-    dropout mask for g or None.  Gate order i, j (candidate), f, o as magenta.
+    gates: (B, 4, H) pre-activations in gate order i, j (candidate), f, o as magenta; c: (B, H);
+    gamma, beta: (4, H); gamma_c, beta_c: (H,); drop: (B, H) scaled dropout mask for g or None.
     """
-    bsz = h.size(0)
-    hidden = h.size(1)
-    gates = (xw + torch.mm(h, w_hh.t())).view(bsz, 4, hidden)  # (B, 4, H)
     mean = gates.mean(dim=2, keepdim=True)
     var = (gates - mean).square().mean(dim=2, keepdim=True)
     gates = (gates - mean) * torch.rsqrt(var + eps) * gamma + beta  # (B, 4, H) LN per gate
@@ -69,6 +66,19 @@ def ln_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, gamma: Tensor, 
     c_ln = (c_new - c_mean) * torch.rsqrt(c_var + eps) * gamma_c + beta_c
     h_new = torch.tanh(c_ln) * torch.sigmoid(o)  # (B, H)
     return h_new, c_new
+
+
+def ln_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, gamma: Tensor, beta: Tensor,
+                 gamma_c: Tensor, beta_c: Tensor, forget_bias: float, eps: float,
+                 drop: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """One layer-norm LSTM step.
+
+    xw: (B, 4H) input projection x W_ih^T of this step; h, c: (B, H); w_hh: (4H, H);
+    gamma, beta: (4, H) per-gate LN gain/shift; gamma_c, beta_c: (H,); drop: (B, H) scaled
+    dropout mask for g or None.  Gate order i, j (candidate), f, o as magenta.
+    """
+    gates = (xw + torch.mm(h, w_hh.t())).view(h.size(0), 4, h.size(1))  # (B, 4, H)
+    return ln_lstm_cell(gates, c, gamma, beta, gamma_c, beta_c, forget_bias, eps, drop)
 
 
 def ln_lstm_scan(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, gamma: Tensor, beta: Tensor,
@@ -100,43 +110,53 @@ def ln_lstm_scan(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, gamma: Tensor, 
     return torch.stack(outputs), h, c
 
 
-_SCRIPTED = None
-_COMPILED_STEP = None
+_SCRIPTED: dict = {}
+_COMPILED: dict = {}
 
 
-def _scripted_scan():
-    """`torch.jit.script(ln_lstm_scan)`, built once; falls back to eager (with a log warning) where
+def _scripted(fn, what: str):
+    """`torch.jit.script(fn)`, built once; falls back to `fn` itself (with a log warning) where
     TorchScript is unavailable (it is deprecated in recent PyTorch but still works in 2.x)."""
-    global _SCRIPTED
-    if _SCRIPTED is None:
+    if fn not in _SCRIPTED:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _SCRIPTED = torch.jit.script(ln_lstm_scan)
+                _SCRIPTED[fn] = torch.jit.script(fn)
         except Exception as err:  # noqa: BLE001 - any scripting failure means "run eagerly"
-            logger.warning("torch.jit.script of the layer-norm LSTM failed (%s); running it eagerly", err)
-            _SCRIPTED = ln_lstm_scan
-    return _SCRIPTED
+            logger.warning("torch.jit.script of the %s failed (%s); running it eagerly", what, err)
+            _SCRIPTED[fn] = fn
+    return _SCRIPTED[fn]
+
+
+def _compiled(fn):
+    """`torch.compile(fn, dynamic=True)`, built once."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=True)
+    return _COMPILED[fn]
+
+
+def _stepwise_scan(step, inputs: tuple, state: tuple, params: tuple, drop, valid):
+    """A Python loop over time around `step(*inputs[t], *state, *params, drop[t]) -> new state` (a
+    tuple whose first element is the step's output h): what the "compile" backends run, one compiled
+    step per time step.  inputs: (T, B, ...) tensors; drop: (T, B, H) or None; valid: (T, B, 1) or None
+    (False keeps the state).  Returns (outputs (T, B, H), final state)."""
+    outputs = []
+    for t in range(inputs[0].size(0)):
+        new = step(*(x[t] for x in inputs), *state, *params, None if drop is None else drop[t])
+        if valid is not None:
+            new = tuple(torch.where(valid[t], a, b) for a, b in zip(new, state))
+        state = tuple(new)
+        outputs.append(state[0])
+    if not outputs:
+        return state[0].new_zeros((0, *state[0].shape)), state
+    return torch.stack(outputs), state
 
 
 def _compiled_scan(xw, h, c, w_hh, gamma, beta, gamma_c, beta_c, forget_bias: float, eps: float, drop, valid):
     """`ln_lstm_scan` with the step compiled by `torch.compile` (one fused kernel per step on GPU)."""
-    global _COMPILED_STEP
-    if _COMPILED_STEP is None:
-        _COMPILED_STEP = torch.compile(ln_lstm_step, dynamic=True)
-    xw = xw.to(h.dtype)
-    outputs = []
-    for t in range(xw.size(0)):
-        h_new, c_new = _COMPILED_STEP(xw[t], h, c, w_hh, gamma, beta, gamma_c, beta_c, forget_bias, eps,
-                                      None if drop is None else drop[t])
-        if valid is not None:
-            h_new = torch.where(valid[t], h_new, h)
-            c_new = torch.where(valid[t], c_new, c)
-        h, c = h_new, c_new
-        outputs.append(h)
-    if not outputs:
-        return xw.new_zeros((0, h.size(0), h.size(1))), h, c
-    return torch.stack(outputs), h, c
+    out, (h, c) = _stepwise_scan(_compiled(ln_lstm_step), (xw.to(h.dtype),), (h, c),
+                                 (w_hh, gamma, beta, gamma_c, beta_c, forget_bias, eps), drop, valid)
+    return out, h, c
 
 
 def lstm_orthogonal_(weight: Tensor, num_gates: int = 4) -> Tensor:
@@ -179,6 +199,11 @@ class OwnRecurrence:
         self.recurrent_dropout = float(recurrent_dropout)
         self.backend = backend
 
+    def dropout_mask(self, steps: int, bsz: int, device, dtype) -> Tensor:
+        """(T, B, H) mask for g: 0 with probability p, else 1 / (1 - p); from torch's global RNG."""
+        keep = 1.0 - self.recurrent_dropout
+        return torch.bernoulli(torch.full((steps, bsz, self.hidden_size), keep, device=device, dtype=dtype)) / keep
+
     @property
     def backend(self) -> str:
         return self._backend
@@ -188,6 +213,16 @@ class OwnRecurrence:
         if name not in BACKENDS:
             raise ValueError(f"unknown {type(self).__name__} backend {name!r}; choose from {BACKENDS}")
         self._backend = name
+
+    def _drop_and_valid(self, steps: int, bsz: int, device, dtype, lengths: Tensor | None):
+        """(drop (T, B, H) mask in training with p > 0 else None, valid (T, B, 1) bool where a step is
+        within its sequence's length, or None without lengths)."""
+        drop = self.dropout_mask(steps, bsz, device, dtype) if self.training and self.recurrent_dropout > 0 else None
+        valid = None
+        if lengths is not None:
+            t_idx = torch.arange(steps, device=device).unsqueeze(1)  # (T, 1)
+            valid = (t_idx < lengths.to(device).unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+        return drop, valid
 
 
 class LayerNormLSTM(OwnRecurrence, nn.Module):
@@ -229,17 +264,9 @@ class LayerNormLSTM(OwnRecurrence, nn.Module):
             # (B, H); the recurrence runs in the weights' dtype (float32 under bf16 autocast)
             h, c = state[0][0].to(self.weight_hh.dtype), state[1][0].to(self.weight_hh.dtype)
         xw = torch.matmul(x.transpose(0, 1), self.weight_ih.t())  # (T, B, 4H) all steps in one matmul
-        drop = None
-        if self.training and self.recurrent_dropout > 0:
-            keep = 1.0 - self.recurrent_dropout
-            drop = torch.bernoulli(torch.full((steps, bsz, self.hidden_size), keep, device=x.device,
-                                              dtype=h.dtype)) / keep  # (T, B, H)
-        valid = None
-        if lengths is not None:
-            t_idx = torch.arange(steps, device=x.device).unsqueeze(1)  # (T, 1)
-            valid = (t_idx < lengths.to(x.device).unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+        drop, valid = self._drop_and_valid(steps, bsz, x.device, h.dtype, lengths)  # (T, B, H), (T, B, 1)
         if self.backend == "script":
-            scan = _scripted_scan()
+            scan = _scripted(ln_lstm_scan, "layer-norm LSTM")
         elif self.backend == "compile":
             scan = _compiled_scan
         else:
@@ -263,23 +290,33 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(1, idx)
 
 
-class LayerNormBiLSTMEncoder(nn.Module):
-    """Bidirectional layer-norm LSTM that returns the final hidden states of both directions.
+class OwnBiLSTMEncoder(nn.Module):
+    """Bidirectional encoder over two of this module's own LSTMs (`LayerNormLSTM` or `HyperLSTM`, one
+    per direction, built by `make_direction`) that returns the final hidden states of both directions.
 
     forward(x (B, T, I), lengths (B,)) -> (h_fw (B, H), h_bw (B, H)).  The forward direction stops
     at each length; the backward one reads each sequence reversed within its length, so its final
-    state is the one after x[b, 0], as `pack_padded_sequence` gives for `nn.LSTM`.
+    state is the one after x[b, 0], as `pack_padded_sequence` gives for `nn.LSTM`.  Of a HyperLSTM's
+    state only the main cell's h (its first H units) is returned, as magenta's `get_output`.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float = 0.0, backend: str = "script"):
+    def __init__(self, make_direction: Callable[[], nn.Module]):
         super().__init__()
-        self.fw = LayerNormLSTM(input_size, hidden_size, recurrent_dropout, backend=backend)
-        self.bw = LayerNormLSTM(input_size, hidden_size, recurrent_dropout, backend=backend)
+        self.fw = make_direction()
+        self.bw = make_direction()
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         _, (h_fw, _) = self.fw(x, lengths=lengths)
         _, (h_bw, _) = self.bw(reverse_padded(x, lengths), lengths=lengths)
-        return h_fw[0], h_bw[0]
+        hidden = self.fw.hidden_size
+        return h_fw[0, :, :hidden], h_bw[0, :, :hidden]
+
+
+class LayerNormBiLSTMEncoder(OwnBiLSTMEncoder):
+    """Bidirectional layer-norm LSTM encoder (see `OwnBiLSTMEncoder`)."""
+
+    def __init__(self, input_size: int, hidden_size: int, recurrent_dropout: float = 0.0, backend: str = "script"):
+        super().__init__(lambda: LayerNormLSTM(input_size, hidden_size, recurrent_dropout, backend=backend))
 
 
 class BiLSTMEncoder(nn.Module):
@@ -459,11 +496,6 @@ class DropoutLSTM(OwnRecurrence, nn.LSTM):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, recurrent_dropout={self.recurrent_dropout}, backend={self.backend!r}"
 
-    def dropout_mask(self, steps: int, bsz: int, device, dtype) -> Tensor:
-        """(T, B, H) mask for g: 0 with probability p, else 1 / (1 - p); from torch's global RNG."""
-        keep = 1.0 - self.recurrent_dropout
-        return torch.bernoulli(torch.full((steps, bsz, self.hidden_size), keep, device=device, dtype=dtype)) / keep
-
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None):  # type: ignore[override]
         if not (self.training and self.recurrent_dropout > 0):
             return super().forward(x, hx)
@@ -492,6 +524,183 @@ def plain_lstm(input_size: int, hidden_size: int, recurrent_dropout: float = 0.0
     return nn.LSTM(input_size, hidden_size, batch_first=True)
 
 
+# --------------------------------------------------------------------------------------------------
+# HyperLSTM (Ha, Dai & Le 2016, "HyperNetworks": the dynamic hypernetwork for LSTMs), as magenta's
+# `rnn.py: HyperLSTMCell` with the defaults its Sketch-RNN uses: layer norm on, Hh = 256 hyper
+# units, embedding E = 32, recurrent dropout on the main cell's candidate only (none in the hyper
+# cell).  A small layer-norm LSTM (the hyper cell) reads [x_t, h_{t-1}] and, at every step, emits
+# the scales of the main LSTM's weight rows:
+#
+#     (ĥ, ĉ)  = LNLSTM_hyper([x, h], (ĥ, ĉ))                     Hh units, forget bias 1, no dropout
+#     zx_k = Wzx_k ĥ + bzx_k,  zh_k = Wzh_k ĥ + bzh_k,  zb_k = Wzb_k ĥ      E units, k in i, j, f, o
+#     dx_k = Dx_k zx_k,        dh_k = Dh_k zh_k,        db_k = Db_k zb_k      H units, no bias
+#     pre_k = dx_k * (Wx_k x) + dh_k * (Wh_k h) + db_k + b_k               per-row weight scaling
+#     [i, j, f, o] = LN_gates(pre);  g = dropout(tanh(j))
+#     c' = c * sigmoid(f + forget_bias) + sigmoid(i) * g;  h' = tanh(LN_c(c')) * sigmoid(o)
+#
+# Initialisation as magenta: Wzx, Wzh zero with bzx = bzh = 1 and Dx, Dh constant 0.1 / E (so every
+# scale d starts at 0.1, the recurrent batch-norm trick of Cooijmans et al.); Wzb ~ N(0, 0.01^2),
+# Db zero; Wx Glorot uniform, Wh orthogonal per gate, b zero; the hyper cell as `LayerNormLSTM`.
+#
+# Storage (so a step is a few large matmuls): `weight_z` (12E, Hh) holds the rows of
+# [Wzx_i..o | Wzh_i..o | Wzb_i..o], `bias_z` (8E,) the biases of the first eight, `weight_d`
+# (12, E, H) the matrices [Dx_i..o | Dh_i..o | Db_i..o].  The hyper cell's input weights on x are
+# its `weight_ih` (4Hh, I); those on h are rows 4H: of this module's `weight_hh` (4H + 4Hh, H), below
+# Wh, so one matmul per step gives both (magenta initialises the two parts as one Glorot matrix).
+#
+# State: (h, c) each (1, B, H + Hh): the main cell's units first, then the hyper cell's, as
+# magenta's total_h / total_c.  The same 2-tuple as the other cells, only wider, so rows drop the
+# same way; the decoder's initial state tanh(W z + b) covers all of it, as in magenta.
+
+
+def hyper_lstm_step(xw: Tensor, xv: Tensor, h: Tensor, c: Tensor, hh: Tensor, hc: Tensor, params: list[Tensor],
+                    forget_bias: float, eps: float,
+                    drop: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One HyperLSTM step.
+
+    xw: (B, 4H) = x Wx^T; xv: (B, 4Hh) = x (the hyper cell's input weights on x)^T; h, c: (B, H)
+    main state; hh, hc: (B, Hh) hyper state; drop: (B, H) scaled mask for g or None.  params, in
+    order: w_hh (4H + 4Hh, H) = [Wh; hyper input weights on h], the hyper cell's w_hh (4Hh, Hh),
+    ln gamma, beta (4, Hh), ln_c gamma, beta (Hh,), weight_z (12E, Hh), bias_z (12E,) (zeros for
+    the zb rows), weight_d (12, E, H), b (4, H), ln gamma, beta (4, H), ln_c gamma, beta (H,).
+    Returns (h', c', ĥ', ĉ').
+    """
+    bsz = h.size(0)
+    hidden = h.size(1)
+    rec = torch.mm(h, params[0].t())  # (B, 4H + 4Hh): Wh h and the hyper cell's input from h
+    hh, hc = ln_lstm_step(xv + rec[:, 4 * hidden:], hh, hc, params[1], params[2], params[3], params[4], params[5],
+                          forget_bias, eps, None)  # (B, Hh) x 2
+    z = torch.addmm(params[7], hh, params[6].t())  # (B, 12E): [zx_i..o | zh_i..o | zb_i..o]
+    w_d = params[8]
+    d = torch.bmm(z.view(bsz, 12, w_d.size(1)).transpose(0, 1), w_d)  # (12, B, H): [dx | dh | db]
+    gates = (d[0:4] * xw.view(bsz, 4, hidden).transpose(0, 1)
+             + d[4:8] * rec[:, :4 * hidden].view(bsz, 4, hidden).transpose(0, 1)
+             + d[8:12] + params[9].unsqueeze(1))  # (4, B, H) pre-activations of i, j, f, o
+    h, c = ln_lstm_cell(gates.transpose(0, 1), c, params[10], params[11], params[12], params[13], forget_bias, eps,
+                        drop)
+    return h, c, hh, hc
+
+
+def hyper_lstm_scan(xw: Tensor, xv: Tensor, h: Tensor, c: Tensor, hh: Tensor, hc: Tensor, params: list[Tensor],
+                    forget_bias: float, eps: float, drop: Optional[Tensor],
+                    valid: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run `hyper_lstm_step` over time (TorchScript-compatible, as `ln_lstm_scan`).
+
+    xw: (T, B, 4H), xv: (T, B, 4Hh) time-major input projections; drop: (T, B, H) or None; valid:
+    (T, B, 1) bool or None (False: the state is carried unchanged).  Returns outputs (T, B, H) and
+    the final h, c (B, H), ĥ, ĉ (B, Hh).
+    """
+    xw = xw.to(h.dtype)
+    xv = xv.to(h.dtype)
+    outputs: list[Tensor] = []
+    for t in range(xw.size(0)):
+        d: Optional[Tensor] = None
+        if drop is not None:
+            d = drop[t]
+        h1, c1, hh1, hc1 = hyper_lstm_step(xw[t], xv[t], h, c, hh, hc, params, forget_bias, eps, d)
+        if valid is not None:
+            v = valid[t]
+            h1, c1 = torch.where(v, h1, h), torch.where(v, c1, c)
+            hh1, hc1 = torch.where(v, hh1, hh), torch.where(v, hc1, hc)
+        h, c, hh, hc = h1, c1, hh1, hc1
+        outputs.append(h)
+    if len(outputs) == 0:
+        return xw.new_zeros((0, h.size(0), h.size(1))), h, c, hh, hc
+    return torch.stack(outputs), h, c, hh, hc
+
+
+class HyperLSTM(OwnRecurrence, nn.Module):
+    """Single-layer, single-direction HyperLSTM with layer norm over a batch-first sequence (see the
+    section comment above for the equations, the initialisation and the state layout).
+
+    forward(x (B, T, I), state=None, lengths=None) -> (outputs (B, T, H), (h, c) each (1, B, H + Hh)),
+    with `lengths` as `LayerNormLSTM`.  `hyper_size` = Hh (magenta's hyper_num_units, 256),
+    `embed_size` = E (hyper_embedding_size, 32); `recurrent_dropout` drops the main cell's g only.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, hyper_size: int = 256, embed_size: int = 32,
+                 recurrent_dropout: float = 0.0, forget_bias: float = 1.0, backend: str = "script"):
+        super().__init__()
+        self._set_options(recurrent_dropout, backend)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.hyper_size = hyper_size
+        self.embed_size = embed_size
+        self.forget_bias = float(forget_bias)
+        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))  # (4H, I) Wx, gates i, j, f, o
+        # (4H + 4Hh, H): Wh (gates i, j, f, o), then the hyper cell's input weights on h
+        self.weight_hh = nn.Parameter(torch.empty(4 * (hidden_size + hyper_size), hidden_size))
+        self.bias = nn.Parameter(torch.zeros(4, hidden_size))  # b (magenta's `bias`, under the LN)
+        self.ln_gamma = nn.Parameter(torch.ones(4, hidden_size))
+        self.ln_beta = nn.Parameter(torch.zeros(4, hidden_size))
+        self.ln_c_gamma = nn.Parameter(torch.ones(hidden_size))
+        self.ln_c_beta = nn.Parameter(torch.zeros(hidden_size))
+        # the hyper cell (its weights on x, recurrent weights, layer norms); this module runs it in its own step
+        self.hyper = LayerNormLSTM(input_size, hyper_size, 0.0, forget_bias, backend)
+        self.weight_z = nn.Parameter(torch.zeros(12 * embed_size, hyper_size))  # [Wzx | Wzh | Wzb]
+        self.bias_z = nn.Parameter(torch.ones(8 * embed_size))  # [bzx | bzh]; zb has no bias
+        self.weight_d = nn.Parameter(torch.zeros(12, embed_size, hidden_size))  # [Dx | Dh | Db]
+        nn.init.xavier_uniform_(self.weight_ih)
+        lstm_orthogonal_(self.weight_hh[:4 * hidden_size])
+        bound = math.sqrt(6.0 / (input_size + hidden_size + 4 * hyper_size))  # Glorot over the hyper's [x, h] input
+        with torch.no_grad():
+            self.hyper.weight_ih.uniform_(-bound, bound)
+            self.weight_hh[4 * hidden_size:].uniform_(-bound, bound)
+            self.weight_z[8 * embed_size:].normal_(0.0, 0.01)
+            self.weight_d[:8].fill_(0.1 / embed_size)
+
+    @property
+    def state_size(self) -> int:
+        """Units of h (and of c) in the state: H + Hh."""
+        return self.hidden_size + self.hyper_size
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, hyper_size={self.hyper_size}, embed_size={self.embed_size}, "
+                f"recurrent_dropout={self.recurrent_dropout}, backend={self.backend!r}")
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None,
+                lengths: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        bsz, steps, _ = x.shape
+        hidden = self.hidden_size
+        dtype = self.weight_hh.dtype
+        if state is None:
+            h_all = c_all = x.new_zeros((bsz, self.state_size), dtype=dtype)
+        else:
+            h_all, c_all = state[0][0].to(dtype), state[1][0].to(dtype)  # (B, H + Hh) each
+        h, hh = h_all[:, :hidden], h_all[:, hidden:]
+        c, hc = c_all[:, :hidden], c_all[:, hidden:]
+        xt = x.transpose(0, 1)  # (T, B, I)
+        xw = torch.matmul(xt, self.weight_ih.t())  # (T, B, 4H)
+        xv = torch.matmul(xt, self.hyper.weight_ih.t())  # (T, B, 4Hh)
+        drop, valid = self._drop_and_valid(steps, bsz, x.device, dtype, lengths)  # (T, B, H), (T, B, 1)
+        hyp = self.hyper
+        params = [self.weight_hh, hyp.weight_hh, hyp.ln_gamma, hyp.ln_beta, hyp.ln_c_gamma,
+                  hyp.ln_c_beta, self.weight_z, torch.cat([self.bias_z, self.bias_z.new_zeros(4 * self.embed_size)]),
+                  self.weight_d, self.bias, self.ln_gamma, self.ln_beta, self.ln_c_gamma, self.ln_c_beta]
+        if not torch.is_grad_enabled():
+            # without autograd (sampling, evaluation): plain tensors, or the scripted scan, which takes its
+            # parameters as a list, would still build its backward graph (and fail under inference_mode)
+            params = [q.detach() for q in params]
+        if self.backend == "compile":
+            out, (h, c, hh, hc) = _stepwise_scan(_compiled(hyper_lstm_step), (xw.to(dtype), xv.to(dtype)),
+                                                 (h, c, hh, hc), (params, self.forget_bias, LN_EPS), drop, valid)
+        else:
+            scan = _scripted(hyper_lstm_scan, "HyperLSTM") if self.backend == "script" else hyper_lstm_scan
+            out, h, c, hh, hc = scan(xw, xv, h, c, hh, hc, params, self.forget_bias, LN_EPS, drop, valid)
+        h_all = torch.cat([h, hh], dim=1).unsqueeze(0)
+        c_all = torch.cat([c, hc], dim=1).unsqueeze(0)
+        return out.transpose(0, 1), (h_all, c_all)  # (B, T, H), (1, B, H + Hh) x 2
+
+
+class HyperBiLSTMEncoder(OwnBiLSTMEncoder):
+    """Bidirectional HyperLSTM encoder (see `OwnBiLSTMEncoder`)."""
+
+    def __init__(self, input_size: int, hidden_size: int, hyper_size: int = 256, embed_size: int = 32,
+                 recurrent_dropout: float = 0.0, backend: str = "script"):
+        super().__init__(lambda: HyperLSTM(input_size, hidden_size, hyper_size, embed_size, recurrent_dropout,
+                                           backend=backend))
+
+
 def gaussian_linear_(linear: nn.Linear, std: float = 0.001) -> nn.Linear:
     """N(0, std^2) weights and zero bias: magenta's `super_linear(init_w='gaussian', weight_start=0.001)`,
     used for the encoder's mu / presig heads and the decoder's initial-state layer."""
@@ -510,6 +719,8 @@ def glorot_linear_(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
-__all__ = ["DropoutLSTM", "plain_lstm", "lstm_dropout_forward", "lstm_dropout_backward", "LayerNormLSTM", "LayerNormBiLSTMEncoder", "BiLSTMEncoder", "ln_lstm_step", "ln_lstm_scan", "reverse_padded",
+__all__ = ["DropoutLSTM", "plain_lstm", "lstm_dropout_forward", "lstm_dropout_backward", "LayerNormLSTM",
+           "OwnBiLSTMEncoder", "LayerNormBiLSTMEncoder", "BiLSTMEncoder", "HyperLSTM", "HyperBiLSTMEncoder",
+           "ln_lstm_cell", "ln_lstm_step", "ln_lstm_scan", "hyper_lstm_step", "hyper_lstm_scan", "reverse_padded",
            "init_lstm_like_reference", "lstm_orthogonal_", "gaussian_linear_", "glorot_linear_", "BACKENDS", "LN_EPS"]
 

@@ -18,8 +18,10 @@ is the start token (0, 0, 1, 0, 0), rows 1..n are the sketch's n real points and
 padding (0, 0, 0, 0, 1); `lengths` (B,) = n.  The encoder reads rows 1..n only; the decoder reads
 rows 0..T-1 (teacher forcing) and predicts rows 1..T.
 
-Decoder state: a tuple (h, c), each (1, B, dec_rnn_size), for both cells.  A sampler can drop
-finished rows with `state = tuple(s[:, keep] for s in state)` (and index z / labels the same way).
+Decoder state: a tuple (h, c), each (1, B, `config.decoder_state_size`) for every cell: dec_rnn_size
+for "lstm" and "layer_norm", dec_rnn_size + hyper_rnn_size for "hyper" (the main cell's units, then
+the hyper cell's, as magenta).  A sampler can drop finished rows with
+`state = tuple(s[:, keep] for s in state)` (and index z / labels the same way).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from torch import Tensor, nn
 
 from sketchvae.checkpoint import register_model_kind
 from sketchvae.distributions import MixtureParams, reparameterize
-from sketchvae.models.layers import (BACKENDS, BiLSTMEncoder, LayerNormBiLSTMEncoder, LayerNormLSTM, OwnRecurrence,
-                                     gaussian_linear_, glorot_linear_, init_lstm_like_reference, plain_lstm)
+from sketchvae.models.layers import (BACKENDS, BiLSTMEncoder, HyperBiLSTMEncoder, HyperLSTM, LayerNormBiLSTMEncoder,
+                                     LayerNormLSTM, OwnRecurrence, gaussian_linear_, glorot_linear_,
+                                     init_lstm_like_reference, plain_lstm)
 
 MODES = ("vae", "decoder", "class_vae")
-CELLS = ("lstm", "layer_norm")
+CELLS = ("lstm", "layer_norm", "hyper")
 START_TOKEN = (0.0, 0.0, 1.0, 0.0, 0.0)
 
 State = tuple[Tensor, Tensor]
@@ -66,13 +69,25 @@ class SketchRNNConfig:
     # N_max, the longest sketch (points, excluding the start token) the model is trained on; the
     # reconstruction loss is divided by it (eq. 9).  Set it to the data set's maximum; 250 for Quick, Draw!.
     max_seq_len: int = 250
-    # Recurrent cell for encoder and decoder: "lstm" (plain LSTM as magenta's LSTMCell: nn.LSTM, cuDNN
-    # on GPU; with recurrent_dropout > 0 a `DropoutLSTM` with the same parameters in training) |
-    # "layer_norm" (layer-norm LSTM, as magenta's LayerNormLSTMCell).
+    # Recurrent cell of the decoder, and of the encoder unless enc_cell is set: "lstm" (plain LSTM as
+    # magenta's LSTMCell: nn.LSTM, cuDNN on GPU; with recurrent_dropout > 0 a `DropoutLSTM` with the
+    # same parameters in training) | "layer_norm" (layer-norm LSTM, as magenta's LayerNormLSTMCell) |
+    # "hyper" (HyperLSTM with layer norm, as magenta's HyperLSTMCell; on CPU at the default sizes a
+    # training step costs ~2.1x the layer_norm one and ~7x the lstm one: README, "Models").
     cell: str = "lstm"
+    # Recurrent cell of the encoder when it differs from `cell` (magenta's enc_model); None = `cell`.
+    # magenta's large models: enc_cell "layer_norm" with cell "hyper" (`--preset magenta-large`).
+    enc_cell: str | None = None
+    # Hh, units of the small layer-norm LSTM inside each "hyper" cell (magenta's hyper_num_units: 256);
+    # 64..512.  Unused by the other cells.
+    hyper_rnn_size: int = 256
+    # E, size of the signals z the hyper cell emits per gate term (magenta's hyper_embedding_size: 32);
+    # 4..64.  Unused by the other cells.
+    hyper_embed_size: int = 32
     # Probability of DROPPING a unit of the LSTM candidate g at each step (recurrent dropout without
     # memory loss, Semeniuta et al. 2016), in [0, 1), both cells, training only.  NOT a keep
-    # probability: magenta's recurrent_dropout_prob=0.9 (keep) is recurrent_dropout=0.1 here, and
+    # probability: magenta's recurrent_dropout_prob=0.9 (keep) is recurrent_dropout=0.1 here (a
+    # "hyper" cell drops its main cell's g; its hyper cell never drops, as magenta's default), and
     # 0.1 is the default: on aaron_sheep it gave a lower validation loss at equal steps than 0 (README,
     # "Differences from magenta"), at ~1.4x the CPU time per step.  0 runs plain nn.LSTM / cuDNN.
     recurrent_dropout: float = 0.1
@@ -90,7 +105,11 @@ class SketchRNNConfig:
             raise ValueError(f"SketchRNNConfig.mode={self.mode!r} is not one of {MODES}")
         if self.cell not in CELLS:
             raise ValueError(f"SketchRNNConfig.cell={self.cell!r} is not one of {CELLS}")
-        for name in ("enc_rnn_size", "dec_rnn_size", "z_size", "num_mixture", "max_seq_len", "class_embed_size"):
+        if self.enc_cell is not None and self.enc_cell not in CELLS:
+            raise ValueError(f"SketchRNNConfig.enc_cell={self.enc_cell!r} is not one of {CELLS} (or None: the same "
+                             f"as cell)")
+        for name in ("enc_rnn_size", "dec_rnn_size", "z_size", "num_mixture", "max_seq_len", "class_embed_size",
+                     "hyper_rnn_size", "hyper_embed_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"SketchRNNConfig.{name}={value!r} must be an integer >= 1")
@@ -109,6 +128,16 @@ class SketchRNNConfig:
     def conditional(self) -> bool:
         """True when the model has an encoder and a latent z ("vae", "class_vae")."""
         return self.mode != "decoder"
+
+    @property
+    def encoder_cell(self) -> str:
+        """The encoder's cell: `enc_cell`, or `cell` when that is None."""
+        return self.cell if self.enc_cell is None else self.enc_cell
+
+    @property
+    def decoder_state_size(self) -> int:
+        """Units of each of the decoder state's h and c: dec_rnn_size (+ hyper_rnn_size for "hyper")."""
+        return self.dec_rnn_size + (self.hyper_rnn_size if self.cell == "hyper" else 0)
 
     @property
     def class_conditional(self) -> bool:
@@ -135,14 +164,18 @@ class SketchRNN(nn.Module):
         # Encoder (sec. 3.1): bidirectional RNN over the real points, h = [h_fw; h_bw] -> mu, sigma_hat.
         if cfg.conditional:
             enc_in = 5 + embed
-            if cfg.cell == "lstm":
+            if cfg.encoder_cell == "lstm":
                 self.encoder_rnn = BiLSTMEncoder(enc_in, cfg.enc_rnn_size, cfg.recurrent_dropout)
+            elif cfg.encoder_cell == "hyper":
+                self.encoder_rnn = HyperBiLSTMEncoder(enc_in, cfg.enc_rnn_size, cfg.hyper_rnn_size,
+                                                      cfg.hyper_embed_size, cfg.recurrent_dropout)
             else:
                 self.encoder_rnn = LayerNormBiLSTMEncoder(enc_in, cfg.enc_rnn_size, cfg.recurrent_dropout)
             self.enc_mu = gaussian_linear_(nn.Linear(2 * cfg.enc_rnn_size, cfg.z_size))  # eq. 2, mu
             self.enc_presig = gaussian_linear_(nn.Linear(2 * cfg.enc_rnn_size, cfg.z_size))  # eq. 2, sigma_hat
-            # Decoder initial state [h0; c0] = tanh(W_z [z; e(y)] + b_z) (eq. 4).
-            self.dec_init = gaussian_linear_(nn.Linear(cfg.z_size + embed, 2 * cfg.dec_rnn_size))
+            # Decoder initial state [h0; c0] = tanh(W_z [z; e(y)] + b_z) (eq. 4); for "hyper" h0 and c0
+            # include the hyper cell's units, as magenta's initial_state covers the cell's whole state.
+            self.dec_init = gaussian_linear_(nn.Linear(cfg.z_size + embed, 2 * cfg.decoder_state_size))
         else:
             self.encoder_rnn = None
             self.enc_mu = self.enc_presig = self.dec_init = None
@@ -151,6 +184,9 @@ class SketchRNN(nn.Module):
         dec_in = 5 + (cfg.z_size if cfg.conditional else 0) + embed
         if cfg.cell == "lstm":
             self.decoder_rnn = init_lstm_like_reference(plain_lstm(dec_in, cfg.dec_rnn_size, cfg.recurrent_dropout))
+        elif cfg.cell == "hyper":
+            self.decoder_rnn = HyperLSTM(dec_in, cfg.dec_rnn_size, cfg.hyper_rnn_size, cfg.hyper_embed_size,
+                                         cfg.recurrent_dropout)
         else:
             self.decoder_rnn = LayerNormLSTM(dec_in, cfg.dec_rnn_size, cfg.recurrent_dropout)
         self.input_dropout = nn.Dropout(cfg.input_dropout)
@@ -227,9 +263,9 @@ class SketchRNN(nn.Module):
     # ------------------------------------------------------------------ decoder
     def decoder_initial_state(self, z: Tensor | None, labels: Tensor | None = None, *,
                               batch_size: int | None = None) -> State:
-        """(h0, c0) each (1, B, dec_rnn_size): tanh(W_z [z; e(y)] + b_z) (eq. 4), or zeros in
+        """(h0, c0) each (1, B, decoder_state_size): tanh(W_z [z; e(y)] + b_z) (eq. 4), or zeros in
         "decoder" mode (then `batch_size` is needed, since there is no z)."""
-        hidden = self.config.dec_rnn_size
+        hidden = self.config.decoder_state_size
         if not self.config.conditional:
             if batch_size is None:
                 raise ValueError("decoder_initial_state: mode 'decoder' has no z; pass batch_size=")
@@ -248,7 +284,7 @@ class SketchRNN(nn.Module):
         """Run the decoder over `inputs` (B, T, 5) = S_0..S_{T-1} (teacher forcing) or one step (T=1).
 
         z: (B, N_z) in "vae"/"class_vae" mode (ignored, may be None, in "decoder" mode).
-        labels: (B,) int in "class_vae" mode.  state: (h, c) each (1, B, H) to continue from, or None
+        labels: (B,) int in "class_vae" mode.  state: (h, c) each (1, B, decoder_state_size) to continue from, or None
         for `decoder_initial_state(z, labels)`.
         Returns (MixtureParams with fields (B, T, M), pen_logits (B, T, 3), final state).  The
         params describe S_1..S_T (eq. 3).

@@ -158,7 +158,7 @@ def train(ctx, model_name, run_dir, data_dir, resume, save_minutes, threads, pro
       sketchvae mnist train -o runs/mnist_mlp
       sketchvae mnist train --model conv -o runs/mnist_conv --epochs 20
       sketchvae mnist train --model cvae --latent 2 -o runs/mnist_cvae2
-      sketchvae mnist train --model cvae-conv -o runs/mnist_cvae --epochs 30
+      sketchvae mnist train --model cvae-conv -o runs/mnist_cvae --epochs 40   # the shipped mnist_cvae
       sketchvae mnist train -o runs/quick --limit 2000 --epochs 2      # a first try in seconds
       sketchvae mnist train -o runs/mnist_mlp --resume --epochs 100
       sketchvae mnist train --model aae -o runs/mnist_aae --epochs 30 --hidden 512

@@ -76,6 +76,24 @@ def test_train_resume_and_refusals(runs, data_dir, tmp_path):
     assert not (tmp_path / "new2").exists()  # a failed start leaves no run folder
 
 
+def test_train_conv_cvae(data_dir, tmp_path):
+    """--model cvae-conv: the convolutional VAE given the digit (encoder and decoder), drawn by --digit."""
+    from sketchvae.image.train import load_model
+
+    r = run("train", "--model", "cvae-conv", "-o", tmp_path / "run", "--data-dir", data_dir, "--epochs", 1,
+            "--batch-size", 100, "--device", "cpu", "--threads", 1, "--valid-size", 50, "--hidden", 32, "--latent", 4)
+    assert "model cvae-conv (z_size 4, classes 10)" in r.output
+    model, _ = load_model(tmp_path / "run" / "best.pt")
+    assert (model.config.arch, model.config.num_classes, model.config.z_size) == ("conv", 10, 4)
+    z = torch.zeros(2, 4)
+    with torch.no_grad():  # the label steers the decoder
+        assert not torch.allclose(model.decode(z, torch.tensor([0, 0])), model.decode(z, torch.tensor([0, 9])))
+    run("sample", tmp_path / "run", "-n", 6, "--digit", 2, "-o", tmp_path / "twos.png", "--scale", 1)
+    assert Image.open(tmp_path / "twos.png").size == (3 * 30 + 2, 2 * 30 + 2)
+    r = run("train", "--model", "cvae-conv", "-o", tmp_path / "run", "--resume", "--data-dir", data_dir, ok=False)
+    assert "cannot change when resuming" in r.output
+
+
 def test_evaluate_prints_nll_elbo_and_binarisation(runs, data_dir):
     out = run("evaluate", runs / "mlp" / "best.pt", "--k", 20, "--limit", 50, "--data-dir", data_dir).output
     assert "binarize    dynamic" in out and "nll " in out and "elbo " in out and "images      50" in out

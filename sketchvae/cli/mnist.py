@@ -19,6 +19,7 @@ MODELS = {  # --model -> ImageVAEConfig fields
     "mlp": {"arch": "mlp", "num_classes": 0},
     "conv": {"arch": "conv", "num_classes": 0},
     "cvae": {"arch": "mlp", "num_classes": 10},
+    "cvae-conv": {"arch": "conv", "num_classes": 10},
     "aae": {},  # AAEConfig: adversarial autoencoder (--prior, --supervised)
 }
 # library field names -> the flags of `mnist train`, for messages passed through
@@ -102,7 +103,8 @@ def download(data_dir, base_url, progress):
 
 @mnist.command()
 @click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), default="mlp", show_default=True,
-              help="mlp (784-400-z) | conv (convolutional) | cvae (class-conditional MLP) | aae (adversarial "
+              help="mlp (784-400-z) | conv (convolutional) | cvae (class-conditional MLP) | cvae-conv "
+                   "(class-conditional convolutional) | aae (adversarial "
                    "autoencoder, Makhzani et al. 2015: 784-h-h-z, z_size 8 and h 1000 unless given).")
 @click.option("--prior", type=click.Choice(["gaussian", "mixture10"]), default=None,
               help="AAE prior: gaussian N(0, I) | mixture10 (ten 2-d Gaussians on a circle; needs --latent 2) "
@@ -156,6 +158,7 @@ def train(ctx, model_name, run_dir, data_dir, resume, save_minutes, threads, pro
       sketchvae mnist train -o runs/mnist_mlp
       sketchvae mnist train --model conv -o runs/mnist_conv --epochs 20
       sketchvae mnist train --model cvae --latent 2 -o runs/mnist_cvae2
+      sketchvae mnist train --model cvae-conv -o runs/mnist_cvae --epochs 40   # the shipped mnist_cvae
       sketchvae mnist train -o runs/quick --limit 2000 --epochs 2      # a first try in seconds
       sketchvae mnist train -o runs/mnist_mlp --resume --epochs 100
       sketchvae mnist train --model aae -o runs/mnist_aae --epochs 30 --hidden 512
@@ -212,7 +215,8 @@ def train(ctx, model_name, run_dir, data_dir, resume, save_minutes, threads, pro
     if isinstance(model_config, AAEConfig):
         kind = f"aae, prior {model_config.prior}" + (", supervised" if model_config.num_classes else "")
     else:
-        kind = "cvae" if model_config.num_classes and model_config.arch == "mlp" else model_config.arch
+        fields = {"arch": model_config.arch, "num_classes": model_config.num_classes}
+        kind = next((name for name, f in MODELS.items() if f == fields), model_config.arch)
     click.echo(f"device {device}; model {kind} "
                f"(z_size {model_config.z_size}, classes {model_config.num_classes}); binarize {config.binarize}",
                err=True)
@@ -360,7 +364,7 @@ def sample(checkpoint, n, digit, out, ncol, scale, seed, same_style):
     model, _ = _load(checkpoint)
     k = model.config.num_classes
     if digit is not None and k == 0:
-        raise click.UsageError("--digit needs a class-conditional model (train with --model cvae)")
+        raise click.UsageError("--digit needs a class-conditional model (train with --model cvae or cvae-conv)")
     labels = None
     if k:
         labels = torch.full((n,), digit) if digit is not None else torch.arange(n) % k
@@ -464,7 +468,7 @@ def manifold(checkpoint, out, n, digit, scale):
     if k and digit is None:
         raise click.UsageError("this class-conditional model needs --digit")
     if digit is not None and not k:
-        raise click.UsageError("--digit needs a class-conditional model (train with --model cvae)")
+        raise click.UsageError("--digit needs a class-conditional model (train with --model cvae or cvae-conv)")
     z = manifold_latents(n)
     labels = torch.full((n * n,), digit) if k else None
     with torch.no_grad():

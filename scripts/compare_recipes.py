@@ -52,7 +52,7 @@ SHIPPED = {"--enc-rnn-size": "128", "--dec-rnn-size": "256", "--z-size": "128", 
 
 # name -> (the one choice it changes, the options that change it).  Step cost against `shipped` on this CPU
 # (README, "Models" and "How long things take"): layer_norm 3.5-4.2x, recurrent dropout 1.4x, the default size
-# (256 / 512) 2.7x; the small size is about 2.5x cheaper; batch 32 about 3x as many (noisier) steps.
+# (256 / 512) 2.7x; the small size and batch 32 should give more (and, for batch 32, noisier) steps: not measured yet.
 RECIPES = {
     "shipped": ("the recipe of sheep.pt", {}),
     "layer_norm": ("cell: layer-norm LSTM instead of nn.LSTM", {"--cell": "layer_norm"}),

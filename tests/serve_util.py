@@ -12,6 +12,8 @@ import torch
 
 CLASSES = ["cat", "pig", "hot air balloon"]
 SCALE = 12.5
+# two strokes (page pixels) whose corners are all far from the lines between them, so RDP keeps every point
+DRAWING = [[100, 100, 0], [60, 0, 0], [0, 60, 1], [40, -80, 0], [30, 30, 1]]
 
 
 def tiny_checkpoint(path: Path, mode: str, max_seq_len: int = 40, seed: int = 0) -> Path:

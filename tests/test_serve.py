@@ -28,13 +28,11 @@ from sketchvae.cli import main  # noqa: E402
 from sketchvae.serve import create_app, discover  # noqa: E402
 from sketchvae.serve import engine as E  # noqa: E402
 from sketchvae.serve import requests as R  # noqa: E402
-from serve_util import CLASSES, ServerThread, tiny_checkpoint  # noqa: E402
+from serve_util import CLASSES, DRAWING, ServerThread, tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "sketchvae" / "serve" / "static"
 
-# two strokes whose corners are all far from the lines between them, so RDP keeps every point
-DRAWING = [[100, 100, 0], [60, 0, 0], [0, 60, 1], [40, -80, 0], [30, 30, 1]]
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,8 @@ from click.testing import CliRunner  # noqa: E402
 from sketchvae.cli import main  # noqa: E402
 from sketchvae.serve import create_app, discover  # noqa: E402
 from sketchvae.serve.engine import ModelError  # noqa: E402
-from serve_util import ServerThread, tiny_checkpoint  # noqa: E402
+from serve_util import DRAWING, ServerThread, tiny_checkpoint  # noqa: E402
 
-DRAWING = [[100, 100, 0], [60, 0, 0], [0, 60, 1], [40, -80, 0], [30, 30, 1]]
 LONGER = DRAWING + [[-20, 50, 0], [10, 40, 0], [35, -5, 1], [-60, -60, 0], [5, 70, 1]]
 
 

@@ -104,9 +104,9 @@ def read_ledger(run: Path) -> dict:
 
 
 def write_ledger(run: Path, ledger: dict) -> None:
-    tmp = run / (LEDGER + ".tmp")
-    tmp.write_text(json.dumps(ledger, indent=1) + "\n")
-    tmp.replace(run / LEDGER)
+    from sketchvae.runtime import atomic_write
+
+    atomic_write(run / LEDGER, lambda tmp: Path(tmp).write_text(json.dumps(ledger, indent=1) + "\n"))
 
 
 def used_minutes(ledger: dict) -> float:
@@ -197,19 +197,6 @@ class Runner:
 
 
 # ------------------------------------------------------------------------------------------ results
-def _metrics(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return rows
-
-
 def last_step(run: Path) -> int:
     """The step last.pt holds (where a resumed run goes on), 0 without one."""
     from sketchvae.run import RunFolder
@@ -218,7 +205,9 @@ def last_step(run: Path) -> int:
 
 
 def best_valid(run: Path) -> dict | None:
-    valid = [r for r in _metrics(run) if r.get("split") == "valid"]
+    from sketchvae.run import RunFolder
+
+    valid = [r for r in RunFolder(run, writer=False).metrics() if r.get("split") == "valid"]
     return min(valid, key=lambda r: r["loss"]) if valid else None
 
 
@@ -235,7 +224,9 @@ def score_checkpoint(ckpt: Path, cache: Path, seed: int, n: int, folds: int, epo
             return kept["result"]
     result = score(load(ckpt), cache, "test", ScoreConfig(n=n, temperature=0.4, folds=folds, epochs=epochs, seed=seed))
     if keep is not None:
-        keep.write_text(json.dumps({"stamp": stamp, "result": result}) + "\n")
+        from sketchvae.runtime import atomic_write
+
+        atomic_write(keep, lambda tmp: Path(tmp).write_text(json.dumps({"stamp": stamp, "result": result}) + "\n"))
     return result
 
 

@@ -118,8 +118,8 @@ def score(ckpt, data, split, n, temperature, convention, folds, epochs, seed, de
     if result["classes_not_in_data"]:
         click.echo(f"  not scored (not in DATA): {', '.join(result['classes_not_in_data'])}")
     if recog:
-        click.echo(f"  (recogniser: {result['recogniser']['accuracy'] * 100:.1f} % of the {split} drawings named "
-                   f"right)")
+        click.echo(f"  (recogniser: {result['recogniser']['accuracy'] * 100:.1f} % of the {split} drawings scored "
+                   f"named right)")
     click.echo(f"  {'statistics':<8} {'points':>7} {'median':>7} {'strokes':>8} {'ended':>7} {'width x height':>15}")
     for c in result["classes"]:
         click.echo(f"  {c['class']}")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sketchvae.drawing import Drawings
 from sketchvae.models.sketch_rnn import SketchRNN
 from sketchvae.sample import (_ConstantInputLSTMStep, _Primed, _prime_completion, _prime_sample, _results_of,
                               _Settings, _as_sampler, complete, draw, sample)
@@ -157,11 +158,11 @@ class ContinuousBatch:
 
     def __init__(self, model):
         self.sampler = _as_sampler(model)
+        model_ = self.sampler.model
+        model_.eval()  # (packable asks for an eval-mode model)
         if not self.packable(self.sampler):
             raise ValueError("only one-layer plain-LSTM decoders (cell 'lstm') can be decoded in a continuous "
                              "batch")
-        model_ = self.sampler.model
-        model_.eval()
         self.step_fn = _RowwiseLSTMStep(model_)
         dev = self.sampler.device
         self.prev = torch.zeros(0, 5, dtype=model_.output.weight.dtype, device=dev)
@@ -244,11 +245,11 @@ class ContinuousBatch:
     def drop(self, tag) -> None:
         """The call tagged `tag` leaves now, unfinished (its client has gone); no result comes back."""
         for k, m in enumerate(self.members):
-            if m.tag is tag:
+            if m.tag == tag:
                 self._remove(self.row_member != k, [k])
                 return
 
-    def _result(self, m: _Member) -> list[np.ndarray]:
+    def _result(self, m: _Member) -> Drawings:
         return _results_of(m.item, m.out.float().cpu().numpy(), m.lengths, self.sampler.scale_factor)
 
     def _remove(self, keep: Tensor, gone: list[int]) -> None:
@@ -259,6 +260,11 @@ class ContinuousBatch:
             renumber[stay] = torch.arange(len(stay), device=keep.device)
             self.row_member = renumber[self.row_member]
             self.members = [self.members[k] for k in stay]
+            live = list(dict.fromkeys(m.item.settings for m in self.members))  # forget settings no call uses
+            if live != self.settings:
+                regroup = [live.index(x) if x in live else -1 for x in self.settings]
+                self.group = torch.tensor(regroup, dtype=torch.int64, device=keep.device)[self.group]
+                self.settings = live
         self.prev, self.row_member, self.row_local, self.group = (
             x[keep] for x in (self.prev, self.row_member, self.row_local, self.group))
         self.state = tuple(s[:, keep] for s in self.state)
@@ -269,7 +275,7 @@ class ContinuousBatch:
 CALLS = {"complete": _prime_completion, "sample": _prime_sample}  # how each kind of call is primed
 
 
-def run_together(model, calls: list[tuple[str, dict]]) -> list[list[np.ndarray]]:
+def run_together(model, calls: list[tuple[str, dict]]) -> list[Drawings]:
     """Several `complete` and `sample` calls decoded together (a `ContinuousBatch` that they all join
     at once): calls = [("complete" | "sample", keyword arguments of that function), ...], e.g.
     ("complete", {"partial_sketch": s, "n": 6, "temperature": 0.4, "seed": 3}); different partial

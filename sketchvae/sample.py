@@ -723,7 +723,7 @@ def complete(model, partial_sketch, n: int = 8, temperature: float = 0.4, *, cla
     it = _prime_completion(sampler, partial_sketch, n, temperature, classes=classes, greedy=greedy,
                            z_source=z_source, seed=seed, max_len=max_len, convention=convention)
     rows, lengths = _run(sampler.model, it.prev, it.state, it.z, it.labels, it.steps, it.noise, *it.settings, None)
-    return Drawings(_results_of(it, rows, lengths, sampler.scale_factor), given=it.partial)
+    return _results_of(it, rows, lengths, sampler.scale_factor)
 
 
 def _prime_completion(sampler: Sampler, partial_sketch, n: int = 8, temperature: float = 0.4, *, classes=None,
@@ -793,14 +793,14 @@ class _Primed(NamedTuple):
     partial: np.ndarray | None  # completion: the partial sketch (original units), put in front of each result
 
 
-def _results_of(item: _Primed, rows: np.ndarray, lengths: np.ndarray, scale: float) -> list[np.ndarray]:
+def _results_of(item: _Primed, rows: np.ndarray, lengths: np.ndarray, scale: float) -> Drawings:
     """The stroke-3 results of a primed call from its decoded rows (the partial sketch in front)."""
     sketches = _finish(rows, lengths, scale)
     if item.partial is not None:
         sketches = [np.concatenate([item.partial, tail]).astype(np.float32) for tail in sketches]
         for full in sketches:
             full[-1, 2] = 1.0
-    return sketches
+    return Drawings(sketches, given=item.partial)
 
 
 __all__ = ["Sampler", "load", "sampler_from_checkpoint", "sample", "sample_sequential", "draw", "encode",

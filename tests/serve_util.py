@@ -16,15 +16,16 @@ SCALE = 12.5
 DRAWING = [[100, 100, 0], [60, 0, 0], [0, 60, 1], [40, -80, 0], [30, 30, 1]]
 
 
-def tiny_checkpoint(path: Path, mode: str, max_seq_len: int = 40, seed: int = 0) -> Path:
-    """A small untrained Sketch-RNN checkpoint of `mode` ("vae", "class_vae" or "decoder")."""
+def tiny_checkpoint(path: Path, mode: str, max_seq_len: int = 40, seed: int = 0, **config) -> Path:
+    """A small untrained Sketch-RNN checkpoint of `mode` ("vae", "class_vae" or "decoder"); `config`:
+    other SketchRNNConfig fields (e.g. cell="layer_norm")."""
     from sketchvae.checkpoint import save_checkpoint
     from sketchvae.models.sketch_rnn import SketchRNN, SketchRNNConfig
 
     torch.manual_seed(seed)
     cfg = SketchRNNConfig(mode=mode, enc_rnn_size=12, dec_rnn_size=24, z_size=6, num_mixture=3,
                           max_seq_len=max_seq_len, class_embed_size=4,
-                          num_classes=len(CLASSES) if mode == "class_vae" else 0)
+                          num_classes=len(CLASSES) if mode == "class_vae" else 0, **config)
     return save_checkpoint(path, kind="sketch_rnn", config=cfg, model=SketchRNN(cfg),
                            class_names=CLASSES if mode == "class_vae" else [], scale_factor=SCALE)
 

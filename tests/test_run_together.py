@@ -179,6 +179,35 @@ def test_calls_joining_a_running_batch_get_their_bits_alone(mode):
     assert batch.step() == [] and batch.rows == 0
 
 
+def test_a_long_lived_batch_keeps_only_the_settings_of_its_calls():
+    """A busy server's batch lives on while calls come and go: the temperatures of calls that left are
+    forgotten (the list does not grow without bound) and the calls that stay keep their bits."""
+    sp = model("vae")
+    calls = mixed_calls(sp, 10.0)
+    separately = alone(sp, calls)
+    batch = C.ContinuousBatch(sp)
+    results = {}
+    for k, call in enumerate(calls):
+        batch.add(*call, tag=f"call {k}")
+        for tag, sketches in batch.step():
+            results[int(tag.split()[1])] = sketches
+        assert batch.settings == list(dict.fromkeys(m.item.settings for m in batch.members))
+    while batch.rows:
+        for tag, sketches in batch.step():
+            results[int(tag.split()[1])] = sketches
+        assert batch.settings == list(dict.fromkeys(m.item.settings for m in batch.members))
+    assert batch.settings == [] and sorted(results) == list(range(len(calls)))
+    assert_identical([results[k] for k in range(len(calls))], separately)
+
+
+def test_drop_finds_a_call_by_an_equal_tag():
+    sp = model("decoder")
+    batch = C.ContinuousBatch(sp)
+    batch.add("sample", {"n": 3, "seed": 0}, tag="".join(["cli", "ent 7"]))  # built, not interned
+    batch.drop("client 7")
+    assert batch.rows == 0 and batch.members == []
+
+
 def test_together_is_complete_and_sample_up_to_rounding():
     sp = model("vae")
     calls = mixed_calls(sp, 10.0)

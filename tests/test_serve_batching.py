@@ -107,6 +107,21 @@ def test_concurrent_requests_are_decoded_together_and_get_their_answers_alone(se
     assert max(rows) > max(b["n"] for _, b in mix), "no decoder step held more than one request"
 
 
+def test_models_that_cannot_be_packed_skip_the_decoding_thread(tmp_path, monkeypatch):
+    """A layer-norm model's requests go to the worker threads (several at once), not one after another
+    through a decoding thread that could not batch them anyway."""
+    models, _ = discover([tiny_checkpoint(tmp_path / "ln.pt", "vae", cell="layer_norm")])
+    assert not models["ln"].packable
+    body = {"model": "ln", "strokes": DRAWING, "n": 2, "temperature": 0.5, "seed": 3}
+    expected = alone(models, "complete", dict(body))
+    submits = spy_submits(monkeypatch, models)
+    with ServerThread(create_app(models, workers=2, batch_window_ms=50)) as url:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            answer = http.post("/api/complete", json=body)
+    assert answer.status_code == 200 and answer.json()["sketches"] == expected
+    assert submits == []
+
+
 def test_a_bad_request_in_a_pass_fails_alone(served):
     model = served["class_vae"]
     good = ("complete", {"strokes": np.array(DRAWING, float), "n": 2, "temperature": 0.4,

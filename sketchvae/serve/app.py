@@ -205,7 +205,7 @@ def create_app(models: dict[str, ServedModel], *, workers: int = 2, allowed_host
             try:
                 args = check(R.parse_body(await _read_body(request)))
                 model = model_named(args.pop("model"))
-                if batcher is not None and method in BATCHED:
+                if batcher is not None and method in BATCHED and model.packable:
                     sketches = await batcher.run(model, _Job(method, args, request))
                     if isinstance(sketches, Exception):
                         raise sketches

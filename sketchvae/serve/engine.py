@@ -44,6 +44,7 @@ list have their own locks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -143,6 +144,14 @@ class ServedModel:
     @property
     def mode(self) -> str:
         return self.sampler.config.mode
+
+    @functools.cached_property
+    def packable(self) -> bool:
+        """Whether `submit` decodes this model's jobs together (plain-LSTM decoders); the others are
+        better served by the app's worker threads, several at once, than one after another here."""
+        from sketchvae.continuous import ContinuousBatch
+
+        return ContinuousBatch.packable(self.sampler)
 
     @property
     def classes(self) -> list[str]:

@@ -186,6 +186,17 @@ def test_layer_norm_models_are_refused_clearly(tmp_path):
     assert not (tmp_path / "site").exists()  # nothing half-written
 
 
+def test_a_class_model_saved_without_names_exports_with_the_served_names(tmp_path):
+    cfg = SketchRNNConfig(mode="class_vae", enc_rnn_size=8, dec_rnn_size=8, z_size=4, num_mixture=3, num_classes=3,
+                          class_embed_size=2)
+    path = save_checkpoint(tmp_path / "anon.pt", kind="sketch_rnn", config=cfg, model=SketchRNN(cfg), class_names=[],
+                           scale_factor=10.0)
+    result = export_web([path], tmp_path / "site")
+    (model,) = result.models
+    assert model.classes == ["0", "1", "2"]
+    assert json.loads(model.gen_json.read_text())[0]["sketchvae"]["classes"] == ["0", "1", "2"]
+
+
 # ------------------------------------------------------------------------------------------ the folder
 def test_export_writes_one_page_with_the_served_files(tiny, tmp_path):
     result = export_web([tiny["vae"], tiny["class_vae"], tiny["decoder"]], tmp_path / "site")

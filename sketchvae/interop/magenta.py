@@ -61,8 +61,9 @@ file is still `[info, weight_dims, weight_strings]` with the same int16 quantisa
   "convention": "paper" | "magenta" | "magenta-js", "gen": {"z": "zeros", "class": name or null},
   "arrays": [names of the arrays after the first five]}`.  `format` is the version of this extension
   (a reader refuses a format it does not know); `convention` is the temperature convention the model's
-  temperatures mean (`sketchvae.distributions`).  Every export by sketchvae carries the key (decoder
-  models with `"arrays": []`); files without it are Magenta's own (convention "magenta-js").
+  temperatures mean (`sketchvae.distributions`).  Every `export-web` file carries the key (decoder
+  models with `"arrays": []`); `convert` writes plain magenta-js files without it, and files without
+  it are read as Magenta's own (convention "magenta-js").
 * after the five arrays, in the order `arrays` lists them (`EXTENSION_ARRAYS`; E = 0 and no class
   arrays for `vae`; LSTM kernels in TensorFlow's layout and gate order (i, j, f, o), biases with the
   forget bias 1.0 taken out, exactly as the five):
@@ -449,7 +450,8 @@ def from_checkpoint(ckpt: dict, where="checkpoint", name: str | None = None, *, 
     model = build_model(ckpt, where)
     hidden = cfg.dec_rnn_size
     sd = {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
-    names = ckpt.get("class_names") or []
+    # a class_vae saved without names gets "0", "1", ... as `sketchvae serve` shows it (ServedModel.classes)
+    names = ckpt.get("class_names") or ([str(i) for i in range(cfg.num_classes)] if cfg.class_conditional else [])
     k_in = _tf_lstm_kernel(sd["decoder_rnn.weight_ih_l0"], hidden)  # (5 [+ Z + E], 4H)
     bias = _tf_lstm_bias(sd, "decoder_rnn", hidden)
     z_size = cfg.z_size if cfg.conditional else 0

@@ -74,20 +74,12 @@ def page_html(scripts: list[str]) -> str:
     return html.replace(head, f'{head}\n  <meta http-equiv="Content-Security-Policy" content="{CSP}">', 1)
 
 
-def _checkpoint_of(model: engine.ServedModel) -> dict:
-    """The checkpoint dict `magenta.from_checkpoint` reads, from a loaded model."""
-    sampler = model.sampler
-    return {"kind": "sketch_rnn", "config": dataclasses.asdict(sampler.config),
-            "model": sampler.model.state_dict(), "class_names": list(sampler.class_names),
-            "scale_factor": sampler.scale_factor, "extra": {"temperature_convention": sampler.convention}}
-
-
 def export_web(paths, out_dir, *, device="cpu") -> ExportResult:
     """Write the static page for the Sketch-RNN checkpoints among `paths` (files or folders, as
     `sketchvae serve` takes them, or shipped names; none: the shipped ones) into `out_dir` (created; files of the same
     names are replaced).  ValueError (naming the file) for a checkpoint the page cannot run (e.g. a
     layer-norm LSTM); `magenta.MagentaFormatError` is a ValueError."""
-    from sketchvae.checkpoint import resolve_checkpoint
+    from sketchvae.checkpoint import load_checkpoint, resolve_checkpoint
     from sketchvae.interop import magenta as M
 
     # a shipped name ("sheep", "magenta/bird") where no such file or folder exists, as other commands take it
@@ -97,7 +89,7 @@ def export_web(paths, out_dir, *, device="cpu") -> ExportResult:
     # everything is converted before anything is written: a model that cannot be exported leaves no half folder
     prepared = []
     for m in models.values():
-        gen = M.from_checkpoint(_checkpoint_of(m), m.path, file_stem(m.name), extension=True)
+        gen = M.from_checkpoint(load_checkpoint(m.path), m.path, file_stem(m.name), extension=True)
         units = {c or "": m.units_per_px(c) for c in (m.classes or [None])}
         prepared.append((m, gen, units))
     (out / "static").mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,9 @@ class TrainConfig:
     augment_scale: float = 0.15
     # Augmentation: probability of dropping an interior stroke point (magenta's augment_stroke_prob 0.1); 0 = off.
     augment_drop: float = 0.1
+    # Draw every class equally often in training (class_vae on classes of unequal size): each epoch
+    # repeats the smaller classes' sketches up to the largest class's count (`BucketBatchSampler`).
+    balance_classes: bool = False
     # Validate (and save last.pt / best.pt) every this many steps; >= 1.
     eval_every: int = 500
     # Also save last.pt every this many steps (0 = only at validation steps and the end).
@@ -196,8 +199,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.clip_mode={self.clip_mode!r} is not one of {CLIP_MODES}")
         if self.min_lr > self.lr:
             raise ValueError(f"TrainConfig.min_lr={self.min_lr} must not exceed lr={self.lr}")
-        if not isinstance(self.test_at_end, bool):
-            raise ValueError(f"TrainConfig.test_at_end={self.test_at_end!r} must be True or False")
+        for name in ("test_at_end", "balance_classes"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be True or False")
         if not isinstance(self.device, str):
             raise ValueError(f"TrainConfig.device={self.device!r} must be a string: auto, cpu, cuda or cuda:N")
 
@@ -451,17 +455,19 @@ def prepare_data(sources: Sequence[str | os.PathLike] | str | os.PathLike, run_d
 def make_batches(cache, split: str, batch_size: int, max_len: int, *, scale_factor: float, shuffle: bool,
                  seed: int, augment: dict | None = None, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  prefetch: int = 0, pad_to: int | None = None, class_map: np.ndarray | None = None,
-                 drop_last: bool | None = None):
+                 drop_last: bool | None = None, balance: bool = False):
     """`sketchvae.data.batching.make_loader` for training / evaluation (a resumable `SketchLoader`).
 
     Sketches longer than max_len are left out (`loader.dataset.num_too_long`).  class_map (data
     label -> model label, from `_label_map`) relabels batches for a model trained on another class list.
+    balance: every class (of the data's labels) equally often per epoch (`TrainConfig.balance_classes`).
     """
     from sketchvae.data.batching import make_loader
 
     loader = make_loader(cache, split, batch_size, max_len, shuffle=shuffle, seed=seed, augment=augment, rank=rank,
                          world_size=world_size, num_workers=num_workers, scale_factor=scale_factor, pad_to=pad_to,
-                         prefetch=prefetch, pin_memory=torch.cuda.is_available(), drop_last=drop_last)
+                         prefetch=prefetch, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                         balance=balance)
     return _Relabel(loader, class_map) if class_map is not None else loader
 
 
@@ -694,7 +700,7 @@ class _Session:
                                    scale_factor=self.scale, shuffle=True, seed=cfg.seed, augment=augment, rank=rank,
                                    world_size=world_size, num_workers=cfg.num_workers,
                                    prefetch=2 if device.type == "cuda" and cfg.num_workers == 0 else 0,
-                                   class_map=self.class_map)
+                                   class_map=self.class_map, balance=cfg.balance_classes)
         self.window = _Window()
         self.best_valid_loss, self.best_valid, self.final_valid = math.inf, None, None
         self.saved_metrics: dict = {}

@@ -346,6 +346,52 @@ def test_sampler_validates_arguments():
         B.BucketBatchSampler(np.ones(10), 2, indices=np.arange(3))
 
 
+def test_balanced_sampler_draws_every_class_equally_often():
+    labels = np.array([0] * 120 + [1] * 25 + [2] * 7)  # 120 / 25 / 7 sketches
+    lengths = skewed_lengths(len(labels))
+    s = B.BucketBatchSampler(lengths, 9, seed=3, labels=labels, balance=True, drop_last=False)
+    assert s.num_samples == 3 * 120 and len(s) == -(-360 // 9)
+    for epoch in (0, 1):
+        s.set_epoch(epoch)
+        seen = flat(list(s))
+        assert np.bincount(labels[seen]).tolist() == [120, 120, 120]
+        counts = np.bincount(seen, minlength=len(labels))
+        assert (counts[:120] == 1).all()  # the largest class: each sketch once
+        # 120 = 4 * 25 + 20: every sketch 4 times, 20 of them a fifth; 120 = 17 * 7 + 1
+        assert sorted(set(counts[120:145].tolist())) == [4, 5] and (counts[120:145] == 5).sum() == 20
+        assert sorted(set(counts[145:].tolist())) == [17, 18] and (counts[145:] == 18).sum() == 1
+    fifth = [np.flatnonzero(np.bincount(flat(s.epoch_batches(e)), minlength=len(labels))[120:145] == 5)
+             for e in (0, 1)]
+    assert not np.array_equal(*fifth)  # a different subset of the repeats each epoch
+    again = B.BucketBatchSampler(lengths, 9, seed=3, labels=labels, balance=True, drop_last=False)
+    assert list(again) == list(B.BucketBatchSampler(lengths, 9, seed=3, labels=labels, balance=True,
+                                                    drop_last=False))
+    # without balance the classes come as they are
+    plain = flat(list(B.BucketBatchSampler(lengths, 9, seed=3, drop_last=False)))
+    assert np.bincount(labels[plain]).tolist() == [120, 25, 7]
+
+
+def test_balanced_sampler_state_and_errors():
+    labels = np.array([0] * 30 + [1] * 10)
+    lengths = skewed_lengths(40)
+    state = B.BucketBatchSampler(lengths, 5, labels=labels, balance=True).state_dict()
+    with pytest.raises(ValueError, match="balance: saved True, now False"):
+        B.BucketBatchSampler(lengths, 5).load_state_dict(state)
+    with pytest.raises(ValueError, match="needs the sketches' labels"):
+        B.BucketBatchSampler(lengths, 5, balance=True)
+    with pytest.raises(ValueError, match="labels has shape"):
+        B.BucketBatchSampler(lengths, 5, labels=labels[:5], balance=True)
+
+
+def test_balanced_loader_uses_split_labels(cache):
+    plain = B.make_loader(cache, "train", 10, MAX_LEN, seed=1)
+    loader = B.make_loader(cache, "train", 10, MAX_LEN, seed=1, balance=True)
+    per_class = np.bincount(np.asarray(cache.split("train").labels)[loader.dataset.indices])
+    assert len(loader) == len(CLASSES) * per_class.max() // 10 and len(loader) >= len(plain)
+    labels = np.concatenate([b.labels.numpy() for b in loader])
+    assert np.bincount(labels).max() - np.bincount(labels).min() < 10  # equal up to the dropped remainder
+
+
 # ---------------------------------------------------------------- loader
 def test_loader_epochs_and_exact_resume(cache):
     aug = {"scale_range": 0.15, "drop_prob": 0.2}

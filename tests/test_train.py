@@ -320,6 +320,29 @@ def test_resume_refuses_changed_options_and_missing_runs(tmp_path, cache_path):
     assert longer.step == 5
 
 
+def test_balance_classes_repeats_the_small_classes(tmp_path):
+    from sketchvae.data.cache import write_cache
+    from sketchvae.strokes import scale_factor
+
+    rng = np.random.default_rng(5)
+    labels = [0] * 30 + [1] * 6 + [2] * 6  # class 0 is five times the others
+    splits = {"train": [(synthetic_sketch(rng, c), c) for c in labels],
+              "valid": [(synthetic_sketch(rng, c), c) for c in (0, 1, 2)],
+              "test": [(synthetic_sketch(rng, c), c) for c in (0, 1, 2)]}
+    path = write_cache(tmp_path / "unequal.h5", splits, CLASSES,
+                       {"scale_factor": scale_factor([x for x, _ in splits["train"]])})
+    mcfg = tiny_model("class_vae")
+    starts = {}
+    for balance in (False, True):
+        fit(mcfg, tiny_train(steps=2, eval_every=2, balance_classes=balance), path, tmp_path / f"run{balance}",
+            callback=lambda e, info, b=balance: starts.__setitem__(b, info) if e == "start" else None)
+    assert starts[False]["batches_per_epoch"] == 42 // 8 and starts[True]["batches_per_epoch"] == 90 // 8
+    saved = load_checkpoint(tmp_path / "runTrue" / "last.pt")["extra"]["train_config"]
+    assert saved["balance_classes"] is True
+    with pytest.raises(ValueError, match="balance_classes: saved True, given False"):
+        fit(None, tiny_train(steps=3, eval_every=2), path, tmp_path / "runTrue", resume=True)
+
+
 # ---------------------------------------------------------------- evaluation
 def test_evaluate_is_deterministic_and_leaves_the_global_rng_alone(cache_path):
     from sketchvae.data.cache import open_cache

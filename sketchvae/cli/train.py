@@ -34,6 +34,9 @@ _TRAIN_OPTIONS = [
      "Clip each gradient element (value, the reference) or the global 2-norm (norm)."),
     ("--augment-scale", "augment_scale", float, "Random per-axis scale in [1-r, 1+r] (0 = off)."),
     ("--augment-drop", "augment_drop", float, "Probability of dropping an interior stroke point (0 = off)."),
+    ("--balance-classes/--no-balance-classes", "balance_classes", bool,
+     "Train on every class equally often (smaller classes repeated each epoch), for class_vae on classes of "
+     "unequal size."),
     ("--eval-every", "eval_every", int, "Validate and save last.pt / best.pt every N steps."),
     ("--save-every", "save_every", int, "Also save last.pt every N steps (0 = at validation steps only)."),
     ("--save-minutes", "save_minutes", float, "Also save last.pt every M minutes (0 = off); Ctrl-C saves it too."),
@@ -80,7 +83,7 @@ _MODEL_OPTIONS = [
 SHOWN_DEFAULTS = {
     "steps": 20000, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.9999, "min_lr": 1e-5, "kl_weight": 0.5,
     "kl_eta_min": 0.01, "kl_decay_rate": 0.99995, "kl_tolerance": 0.2, "grad_clip": 1.0, "clip_mode": "value",
-    "augment_scale": 0.15, "augment_drop": 0.1, "eval_every": 500, "save_every": 0, "save_minutes": 10.0,
+    "augment_scale": 0.15, "augment_drop": 0.1, "balance_classes": False, "eval_every": 500, "save_every": 0, "save_minutes": 10.0,
     "log_every": 50,
     "eval_batches": 0, "test_at_end": True, "score_samples": 0, "seed": 0, "device": "auto", "max_nonfinite": 20, "num_workers": 0,
     "num_threads": 0, "max_minutes": 0.0,

@@ -60,6 +60,7 @@ AUGMENT_KEYS = ("scale_range", "drop_prob")
 OFFSET_LIMIT = strokes.OFFSET_LIMIT  # offsets are clamped to +-1000 in every batch (see strokes.OFFSET_LIMIT)
 _SHUFFLE_TAG = 0x5B0C  # separates the sampler's and the augmentation's seed sequences
 _AUGMENT_TAG = 0xA06E
+_BALANCE_TAG = 0xBA1A  # the balanced epochs' choice of repeats
 DEFAULT_BUCKET_BATCHES = 64  # chunk = this many (global) batches, sorted by length inside
 
 
@@ -459,6 +460,12 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     ``batch_size * world_size``), sort each chunk by length, cut it into groups of
     ``world_size`` batches of ``batch_size`` neighbouring lengths; shuffle the group order.
     Rank ``r`` takes batch ``r`` of every group: disjoint, the same count on every rank.
+
+    ``labels`` (S,) with ``balance=True``: every class is drawn equally often.  Each epoch is a pool
+    of ``K * n_max`` positions (K classes, ``n_max`` sketches in the largest): every class repeats
+    all its sketches ``n_max // n_c`` times plus a seeded random ``n_max % n_c`` of them without
+    replacement (a different subset each epoch), and the pool goes through the steps above.  A small
+    class's repeats within one epoch get the same augmentation (it is drawn per sketch and epoch).
     The set-aside sketches are dropped (``drop_last=True``, they differ every epoch) or form one
     last smaller batch per rank (``drop_last=False``; if there are fewer of them than ranks, a
     rank's batch repeats one sketch so that every rank has the same number of batches).
@@ -470,7 +477,8 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, lengths, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True, bucket_size: int | None = None, indices=None):
+                 world_size: int = 1, drop_last: bool = True, bucket_size: int | None = None, indices=None,
+                 labels=None, balance: bool = False):
         lengths = np.asarray(lengths)
         if lengths.ndim != 1:
             raise ValueError(f"lengths must be 1-D, got shape {lengths.shape}")
@@ -498,13 +506,39 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             if indices.shape != self.lengths.shape:
                 raise ValueError(f"indices has shape {indices.shape}, lengths {self.lengths.shape}; they must match")
         self.indices = indices
+        self.balance = bool(balance)
+        self._members: list[np.ndarray] = []  # positions of each class (balance=True)
+        if self.balance:
+            if labels is None:
+                raise ValueError("balance=True needs the sketches' labels")
+            labels = np.asarray(labels).reshape(-1)
+            if labels.shape != self.lengths.shape:
+                raise ValueError(f"labels has shape {labels.shape}, lengths {self.lengths.shape}; they must match")
+            order = np.argsort(labels, kind="stable")
+            _, starts = np.unique(labels[order], return_index=True)
+            self._members = [m.astype(np.int64) for m in np.split(order, starts[1:])] if len(order) else []
         self.epoch = 0
         self.batch_index = 0
 
     # -- sizes
     @property
     def num_samples(self) -> int:
+        """Sketches per epoch (with ``balance``: classes x the largest class, repeats included)."""
+        if self.balance:
+            return len(self._members) * max((len(m) for m in self._members), default=0)
         return len(self.lengths)
+
+    def _epoch_pool(self, epoch: int) -> np.ndarray:
+        """The positions one balanced epoch draws from (``balance=True``), a function of (seed, epoch)."""
+        per_class = max(len(m) for m in self._members)
+        rng = np.random.default_rng([self.seed, epoch, _BALANCE_TAG])
+        parts = []
+        for members in self._members:
+            reps, extra = divmod(per_class, len(members))
+            parts.append(np.tile(members, reps))
+            if extra:
+                parts.append(np.sort(rng.choice(members, extra, replace=False)))
+        return np.concatenate(parts)
 
     def __len__(self) -> int:
         group = self.batch_size * self.world_size
@@ -519,7 +553,7 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     def _settings(self) -> dict:
         return {"seed": self.seed, "batch_size": self.batch_size, "world_size": self.world_size,
                 "num_samples": self.num_samples, "shuffle": self.shuffle, "drop_last": self.drop_last,
-                "bucket_size": self.bucket_size}
+                "bucket_size": self.bucket_size, "balance": self.balance}
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch_index": self.batch_index, **self._settings()}
@@ -544,6 +578,8 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         else:
             rng = None
             order = np.arange(s)
+        if self.balance and s:
+            order = self._epoch_pool(epoch)[order]  # positions, some of them repeated
         n_groups, n_rest = divmod(s, group)
         main, rest = order[:n_groups * group], order[n_groups * group:]
         c = self.bucket_size
@@ -722,7 +758,7 @@ def make_loader(cache_or_path, split: str = "train", batch_size: int = 100, max_
                 world_size: int = 1, num_workers: int = 0, drop_last: bool | None = None,
                 scale_factor: float | None = None, bucket_size: int | None = None, epoch: int = 0,
                 batch_index: int = 0, pad_to: int | None = None, prefetch: int = 0,
-                pin_memory: bool = False) -> SketchLoader:
+                pin_memory: bool = False, balance: bool = False) -> SketchLoader:
     """Batches of one split of a prepared cache: dataset + bucketed sampler + fast collate.
 
     cache_or_path: a ``StrokeCache`` or the path of a prepared ``.h5`` cache.  split: "train",
@@ -737,7 +773,8 @@ def make_loader(cache_or_path, split: str = "train", batch_size: int = 100, max_
     length-sorted chunk (default 64 batches' worth).  epoch / batch_index: where to start (resume).
     pad_to: pad every batch to this many points instead of its longest (for comparisons).
     prefetch: batches collated ahead in a background thread (num_workers=0; 2 is plenty on a GPU).
-    pin_memory: page-locked batches when CUDA is available.
+    pin_memory: page-locked batches when CUDA is available.  balance: draw every class equally often
+    (small classes repeated; :class:`BucketBatchSampler`), for class-conditional training on unequal classes.
     """
     if isinstance(cache_or_path, (str, Path)):
         from sketchvae.data.cache import open_cache
@@ -751,7 +788,9 @@ def make_loader(cache_or_path, split: str = "train", batch_size: int = 100, max_
     dataset = SketchDataset(cache.split(split), scale, max_len, augment=augment, seed=seed, name=split)
     sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed, rank=rank,
                                  world_size=world_size, drop_last=shuffle if drop_last is None else drop_last,
-                                 bucket_size=bucket_size, indices=dataset.indices)
+                                 bucket_size=bucket_size, indices=dataset.indices,
+                                 labels=np.asarray(dataset.split.labels)[dataset.indices] if balance else None,
+                                 balance=balance)
     sampler.set_epoch(epoch, batch_index)
     return SketchLoader(dataset, sampler, num_workers=num_workers, prefetch=prefetch, pin_memory=pin_memory,
                         pad_to=pad_to)

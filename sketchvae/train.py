@@ -751,6 +751,7 @@ class _Session:
                 "num_params": sum(p.numel() for p in model.parameters()),
                 "train_sketches": len(loader.dataset.indices), "dropped_too_long": loader.dataset.num_too_long,
                 "batches_per_epoch": len(loader), "num_threads": torch.get_num_threads(),
+                "epoch_sketches": loader.sampler.num_samples, "balance_classes": self.cfg.balance_classes,
                 "model_config": dataclasses.asdict(self.model_config), "run_dir": str(self.run.path),
                 "data": self.data_name, "data_fingerprint": self.fingerprint,
                 "data_max_len": int(getattr(self.cache, "max_sketch_len", 0))}

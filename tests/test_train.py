@@ -337,6 +337,7 @@ def test_balance_classes_repeats_the_small_classes(tmp_path):
         fit(mcfg, tiny_train(steps=2, eval_every=2, balance_classes=balance), path, tmp_path / f"run{balance}",
             callback=lambda e, info, b=balance: starts.__setitem__(b, info) if e == "start" else None)
     assert starts[False]["batches_per_epoch"] == 42 // 8 and starts[True]["batches_per_epoch"] == 90 // 8
+    assert (starts[False]["epoch_sketches"], starts[True]["epoch_sketches"]) == (42, 90)
     saved = load_checkpoint(tmp_path / "runTrue" / "last.pt")["extra"]["train_config"]
     assert saved["balance_classes"] is True
     with pytest.raises(ValueError, match="balance_classes: saved True, given False"):

@@ -313,7 +313,9 @@ class _ProgressCallback:
             click.echo(f"device: {info['device']}{world}; {what}; {info['num_params']:,} parameters; "
                        f"{info['train_sketches']:,} training sketches"
                        + (f" ({info['dropped_too_long']} longer than max_seq_len left out)"
-                          if info["dropped_too_long"] else ""), err=True)
+                          if info["dropped_too_long"] else "")
+                       + (f"; classes balanced: {info['epoch_sketches']:,} sketches an epoch"
+                          if info.get("balance_classes") else ""), err=True)
             n_max, data_max = info["model_config"]["max_seq_len"], info.get("data_max_len", 0)
             if n_max == data_max:
                 click.echo(f"N_max (max_seq_len) = {n_max}: the longest sketch in the data", err=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare Sketch-RNN training recipes on aaron_sheep at an equal CPU budget, scored by `sketchvae score`.
 
-Each recipe is the recipe of the shipped `sheep.pt` (`scripts/train_checkpoints.sh sheep`) with ONE choice
+Each recipe is the recipe of the v1 `sheep.pt` (`RECIPE=v1 scripts/train_checkpoints.sh sheep`) with ONE choice
 changed (the table `RECIPES` below).  Every recipe trains for the same wall-clock budget (`--minutes`, passed
 to `sketchvae train --max-minutes`), on one torch thread, in its own run folder OUT/NAME (default
 runs/recipes/NAME), up to `--parallel` runs at once.  A run folder that exists is resumed (`sketchvae train

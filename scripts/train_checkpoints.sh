@@ -31,8 +31,8 @@ RECIPE=${RECIPE:-v2}
 COMMON=(--enc-rnn-size 128 --dec-rnn-size 256 --z-size 128 --kl-decay-rate 0.9995
         --recurrent-dropout 0 --eval-every 250 --seed 0 --threads 1 --device cpu)
 if [[ $RECIPE == v2 ]]; then
-  STEPS_SHEEP=${STEPS_SHEEP:-@STEPS_SHEEP@}
-  STEPS_MULTI=${STEPS_MULTI:-@STEPS_MULTI@}
+  STEPS_SHEEP=${STEPS_SHEEP:-10066}
+  STEPS_MULTI=${STEPS_MULTI:-18318}
   SHEEP=(--lr 3e-3)
   MULTI=(--lr 3e-3 --balance-classes)
 elif [[ $RECIPE == v1 ]]; then
@@ -53,4 +53,6 @@ if [[ $WHAT == multiclass || $WHAT == all ]]; then
   sketchvae train "$DATA/aaron_sheep.npz" "$DATA/omniglot.npz" "$DATA/short_kanji.npz" \
     --mode class_vae -o runs/multiclass "${COMMON[@]}" "${MULTI[@]}" --steps "$STEPS_MULTI"
   cp runs/multiclass/best.pt checkpoints/multiclass.pt
+  # magenta-js's format (convert, export-web) holds weights in [-10, 10]; v2 ended with one at 11.89
+  python scripts/clip_for_magenta_js.py checkpoints/multiclass.pt
 fi

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
+from sketchvae.checkpoint import load_checkpoint, save_checkpoint
 from sketchvae.interop.magenta import MAX_WEIGHT
 
 
 def main(path: str) -> None:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)  # validated: a corrupt file is a CheckpointError naming it
     changed = 0
     for name, w in ckpt["model"].items():
         if w.is_floating_point():
@@ -28,8 +27,10 @@ def main(path: str) -> None:
                 print(f"{name}: {int(over.sum())} weight(s), largest |w| {w.abs().max().item():.4f} -> {MAX_WEIGHT}")
                 w.clamp_(-MAX_WEIGHT, MAX_WEIGHT)
                 changed += int(over.sum())
-    if changed:
-        torch.save(ckpt, path)
+    if changed:  # atomically, so an interrupted write cannot spoil the shipped file
+        save_checkpoint(path, kind=ckpt["kind"], config=ckpt["config"], model=ckpt["model"],
+                        class_names=ckpt["class_names"], scale_factor=ckpt["scale_factor"],
+                        extra=ckpt["extra"], train_state=ckpt.get("train_state"))
     print(f"{path}: {changed} weight(s) clipped to [-{MAX_WEIGHT}, {MAX_WEIGHT}]")
 
 

@@ -28,7 +28,10 @@ def test_clips_only_the_weights_out_of_range_and_then_converts(tmp_path, capsys)
 
     clip.main(str(path))
     assert "2 weight(s) clipped" in capsys.readouterr().out
-    after = torch.load(path, weights_only=True)["model"]
+    saved = torch.load(path, weights_only=True)
+    assert {k: saved[k] for k in ("kind", "config", "class_names", "scale_factor", "extra")} == \
+        {k: ckpt[k] for k in ("kind", "config", "class_names", "scale_factor", "extra")}  # only weights change
+    after = saved["model"]
     assert after[key][3, 0] == 10.0 and after[key][4, 1] == -10.0
     for k, v in before.items():
         changed = (after[k] != v).sum().item()

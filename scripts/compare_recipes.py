@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Compare Sketch-RNN training recipes on aaron_sheep at an equal CPU budget, scored by `sketchvae score`.
 
-Each recipe is the recipe of the v1 `sheep.pt` (`RECIPE=v1 scripts/train_checkpoints.sh sheep`) with ONE choice
-changed (the table `RECIPES` below).  Every recipe trains for the same wall-clock budget (`--minutes`, passed
+Each recipe is the recipe of the shipped `sheep.pt` (recipe v2: `scripts/train_checkpoints.sh sheep`) with ONE
+choice changed (the table `RECIPES` below).  Every recipe trains for the same wall-clock budget (`--minutes`, passed
 to `sketchvae train --max-minutes`), on one torch thread, in its own run folder OUT/NAME (default
 runs/recipes/NAME), up to `--parallel` runs at once.  A run folder that exists is resumed (`sketchvae train
 --resume`) for the budget it has not used yet, so a long comparison can be stopped and continued across
@@ -19,7 +19,7 @@ OUT/results.md (a markdown table) and OUT/results.json; scores are kept in OUT/N
 computed again only when best.pt changed.
 
     python scripts/compare_recipes.py --dry-run                          # what it would run
-    python scripts/compare_recipes.py shipped lr3e-3 --minutes 28 --parallel 2
+    python scripts/compare_recipes.py v2 lr1e-3 --minutes 28 --parallel 2
     python scripts/compare_recipes.py --minutes 45 --parallel 2          # all recipes; continues the above
     python scripts/compare_recipes.py --list
 
@@ -45,24 +45,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The recipe of the shipped sheep.pt (scripts/train_checkpoints.sh: COMMON and the sheep run), without its
-# --steps (the budget is time here) and the options every run gets (RUN_OPTIONS).
-SHIPPED = {"--enc-rnn-size": "128", "--dec-rnn-size": "256", "--z-size": "128", "--kl-decay-rate": "0.9995",
-           "--recurrent-dropout": "0", "--eval-every": "250", "--seed": "0"}
+# The recipe of the shipped sheep.pt, recipe v2 (scripts/train_checkpoints.sh: COMMON plus the sheep run's
+# --lr 3e-3), without its --steps (the budget is time here) and the options every run gets (RUN_OPTIONS).
+V1 = {"--enc-rnn-size": "128", "--dec-rnn-size": "256", "--z-size": "128", "--kl-decay-rate": "0.9995",
+      "--recurrent-dropout": "0", "--eval-every": "250", "--seed": "0"}
+BASE = {**V1, "--lr": "3e-3"}
 
-# name -> (the one choice it changes, the options that change it).  Step cost against `shipped` on this CPU
+# name -> (the one choice it changes, the options that change it).  Step cost against `v2` on this CPU
 # (README, "Models" and "How long things take"): layer_norm 3.5-4.2x, recurrent dropout 1.4x, the default size
-# (256 / 512) 2.7x; the small size and batch 32 should give more (and, for batch 32, noisier) steps: not measured yet.
+# (256 / 512) 2.7x; the small size and batch 32 give more (and, for batch 32, noisier) steps.
 RECIPES = {
-    "shipped": ("the recipe of sheep.pt", {}),
+    "v2": ("the recipe of sheep.pt (v2)", {}),
     "layer_norm": ("cell: layer-norm LSTM instead of nn.LSTM", {"--cell": "layer_norm"}),
-    "small": ("size: encoder 64, decoder 128 (shipped: 128 / 256)", {"--enc-rnn-size": "64", "--dec-rnn-size": "128"}),
+    "small": ("size: encoder 64, decoder 128 (v2: 128 / 256)", {"--enc-rnn-size": "64", "--dec-rnn-size": "128"}),
     "large": ("size: encoder 256, decoder 512 (the paper's)", {"--enc-rnn-size": "256", "--dec-rnn-size": "512"}),
-    "lr3e-3": ("learning rate 3e-3 (shipped: 1e-3)", {"--lr": "3e-3"}),
-    "batch32": ("batch 32 (shipped: 100)", {"--batch-size": "32"}),
-    "dropout": ("recurrent dropout 0.1 (magenta's; shipped: 0)", {"--recurrent-dropout": "0.1"}),
-    "z32": ("z size 32 (shipped: 128)", {"--z-size": "32"}),
-    "kl1": ("KL weight 1.0 (shipped: 0.5)", {"--kl-weight": "1.0"}),
+    "lr1e-3": ("learning rate 1e-3 (recipe v1; v2: 3e-3)", {"--lr": "1e-3"}),
+    "batch32": ("batch 32 (v2: 100)", {"--batch-size": "32"}),
+    "dropout": ("recurrent dropout 0.1 (magenta's; v2: 0)", {"--recurrent-dropout": "0.1"}),
+    "z32": ("z size 32 (v2: 128)", {"--z-size": "32"}),
+    "kl1": ("KL weight 1.0 (v2: 0.5)", {"--kl-weight": "1.0"}),
 }
 
 # Every run: the time budget decides, not a step count (the schedules depend on the step only).
@@ -74,9 +75,9 @@ MIN_LEG_MINUTES = 0.25  # a budget left below this is counted as spent (a leg co
 
 # ------------------------------------------------------------------------------------------ commands
 def recipe_options(name: str) -> list[str]:
-    """The `sketchvae train` options of a recipe: the shipped ones with the recipe's choice applied."""
+    """The `sketchvae train` options of a recipe: the v2 ones with the recipe's choice applied."""
     _, change = RECIPES[name]
-    merged = {**SHIPPED, **change}
+    merged = {**BASE, **change}
     return [x for flag, value in merged.items() for x in (flag, value)]
 
 
@@ -237,6 +238,8 @@ def summarise(name: str, change: str, scores: dict[int, dict], ledger: dict | No
            "c2st": acc, "c2st_mean": statistics.fmean(acc), "c2st_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
            "ended": statistics.fmean(e["stats"]["model"]["ended"] for e in entries.values()),
            "points": statistics.fmean(e["stats"]["model"]["points"] for e in entries.values()),
+           "strokes": statistics.fmean(e["stats"]["model"]["strokes"] for e in entries.values()),
+           "real": {k: entries[min(entries)]["stats"]["real"][k] for k in ("points", "strokes")},
            "m": entries[min(entries)]["m"], "seeds": sorted(scores)}
     if ledger is not None:
         row.update(minutes=used_minutes(ledger), cpu_s=sum(leg["cpu_s"] for leg in ledger["legs"]),
@@ -248,8 +251,8 @@ def markdown(rows: list[dict], controls: dict[int, float], budget: float, seeds:
     lines = [f"Budget {budget:g} minutes per recipe (wall clock, one thread); test split, tau 0.4, seeds "
              f"{', '.join(map(str, seeds))}; model vs real: mean +- standard deviation over the seeds.", "",
              "| recipe | change | steps | minutes | CPU s | best valid loss (recon / kl), step | model vs real "
-             "| ended | points |",
-             "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+             "| ended | points | strokes |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         bv = r.get("best_valid")
         valid = f"{bv['loss']:.4f} ({bv['recon']:.4f} / {bv['kl']:.4f}), {bv['step']}" if bv else ""
@@ -259,8 +262,11 @@ def markdown(rows: list[dict], controls: dict[int, float], budget: float, seeds:
         each = ", ".join(f"{a:.3f}" for a in r["c2st"])
         lines.append(f"| `{r['recipe']}` | {r['change']} | {steps} | {minutes} | {cpu} | {valid} "
                      f"| {r['c2st_mean']:.3f} +- {r['c2st_sd']:.3f} ({each}) | {100 * r['ended']:.0f} % "
-                     f"| {r['points']:.0f} |")
+                     f"| {r['points']:.0f} | {r['strokes']:.1f} |")
     lines += ["", "real vs real (control): " + ", ".join(f"seed {s}: {a:.3f}" for s, a in controls.items())]
+    if rows:
+        real = rows[0]["real"]
+        lines += ["", f"the real drawings (test split): {real['points']:.0f} points, {real['strokes']:.1f} strokes"]
     return "\n".join(lines) + "\n"
 
 
@@ -273,10 +279,10 @@ def _default_data() -> Path:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Recipes (each changes ONE choice of `shipped`):\n"
+        epilog="Recipes (each changes ONE choice of `v2`):\n"
                + "\n".join(f"  {n:<11} {c}" for n, (c, _) in RECIPES.items())
                + "\n\nExamples:\n  python scripts/compare_recipes.py --dry-run\n"
-                 "  nohup python scripts/compare_recipes.py shipped lr3e-3 --minutes 28 --parallel 2 "
+                 "  nohup python scripts/compare_recipes.py v2 lr1e-3 --minutes 28 --parallel 2 "
                  "> runs/recipes.log 2>&1 &\n"
                  "  python scripts/compare_recipes.py --minutes 45 --parallel 2   # all recipes, continuing the runs")
     p.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipes to train and score (default: all)")

@@ -18,9 +18,9 @@
 # with the code as it is.
 #
 # Recipe v2 (the shipped models since issue 18): the base recipe COMMON (v1, the recipe of the first
-# sheep.pt and `shipped` in scripts/compare_recipes.py) with the learning rate 3e-3, which learnt faster
-# at equal CPU time in that comparison, and for the multiclass model --balance-classes (every data set
-# equally often; v1 gave the sheep 15 % of the steps).  The shipped runs were stopped by time
+# sheep.pt) with the learning rate 3e-3 (`v2` in scripts/compare_recipes.py), which learnt faster
+# at equal CPU time than 1e-3 (README, "CPU recipe"), and for the multiclass model --balance-classes
+# (every data set equally often; v1 gave the sheep 15 % of the steps).  The shipped runs were stopped by time
 # (--max-minutes); the step counts below are where they stopped, and `--steps N` retraces the same
 # trajectory (the schedules depend only on the step number; resuming is exact, tests/test_train.py).
 # RECIPE=v1 retrains the first models (7000 and 4000 steps at lr 1e-3).

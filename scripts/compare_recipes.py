@@ -51,9 +51,9 @@ V1 = {"--enc-rnn-size": "128", "--dec-rnn-size": "256", "--z-size": "128", "--kl
       "--recurrent-dropout": "0", "--eval-every": "250", "--seed": "0"}
 BASE = {**V1, "--lr": "3e-3"}
 
-# name -> (the one choice it changes, the options that change it).  Step cost against `v2` on this CPU
-# (README, "Models" and "How long things take"): layer_norm 3.5-4.2x, recurrent dropout 1.4x, the default size
-# (256 / 512) 2.7x; the small size and batch 32 give more (and, for batch 32, noisier) steps.
+# name -> (the one choice it changes, the options that change it).  Steps in 25 minutes on aaron_sheep
+# against `v2`'s 2533 (README, "CPU recipe"): layer_norm 0.11x, large 0.37x, recurrent dropout 0.81x,
+# small 2.5x, batch 32 3.5x (each step a third the size).
 RECIPES = {
     "v2": ("the recipe of sheep.pt (v2)", {}),
     "layer_norm": ("cell: layer-norm LSTM instead of nn.LSTM", {"--cell": "layer_norm"}),
@@ -233,14 +233,15 @@ def score_checkpoint(ckpt: Path, cache: Path, seed: int, n: int, folds: int, epo
 
 def summarise(name: str, change: str, scores: dict[int, dict], ledger: dict | None, run: Path | None) -> dict:
     entries = {seed: r["classes"][0] for seed, r in scores.items()}
+    first = entries[min(entries)]
     acc = [e["c2st"]["accuracy"] for e in entries.values()]
     row = {"recipe": name, "change": change,
            "c2st": acc, "c2st_mean": statistics.fmean(acc), "c2st_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
            "ended": statistics.fmean(e["stats"]["model"]["ended"] for e in entries.values()),
            "points": statistics.fmean(e["stats"]["model"]["points"] for e in entries.values()),
            "strokes": statistics.fmean(e["stats"]["model"]["strokes"] for e in entries.values()),
-           "real": {k: entries[min(entries)]["stats"]["real"][k] for k in ("points", "strokes")},
-           "m": entries[min(entries)]["m"], "seeds": sorted(scores)}
+           "real": {k: first["stats"]["real"][k] for k in ("points", "strokes")},  # the same test drawings every seed
+           "m": first["m"], "seeds": sorted(scores)}
     if ledger is not None:
         row.update(minutes=used_minutes(ledger), cpu_s=sum(leg["cpu_s"] for leg in ledger["legs"]),
                    legs=len(ledger["legs"]), steps=last_step(run), best_valid=best_valid(run))
